@@ -1,0 +1,193 @@
+"""Conv2d as im2col + one matrix product over the whole batch, with the readable NumPy im2col.
+
+A convolution (PyTorch's: a cross-correlation, the kernel is not flipped) slides a KH x KW
+window over the zero-padded input. im2col lays every window out as a column, so that the whole
+batch becomes one GEMM:
+
+    cols[(c, i, j), (n, h, w)] = xp[n, c, h*sh + i*dh, w*sw + j*dw]        (C*KH*KW, N*H_out*W_out)
+    Y = W.reshape(C_out, C*KH*KW) @ cols  (+ b)                            (C_out, N*H_out*W_out)
+
+Backward is the same three matrices read the other way:
+    dW    = dY @ cols.T            db = sum of dY over (n, h, w)
+    dcols = W.T @ dY               dx = col2im(dcols): each column added back where it was read
+
+Output size per axis (PyTorch's formula): H_out = floor((H + 2*ph - dh*(KH-1) - 1) / sh) + 1.
+
+The im2col/col2im here are the references a reader studies; nn/kernels.py has their Numba
+twins (same signatures), and the switch in nn/kernels.py picks which one the layer calls.
+To save memory, forward keeps only x, and backward rebuilds cols: one more copy, against
+holding C*KH*KW times the input per layer for the whole step.
+"""
+import numpy as np
+
+from . import init, kernels
+from ._checks import check_input, pair
+from .module import Module, Parameter
+
+
+def im2col_reference(x, KH, KW, stride, padding, dilation, H_out, W_out, cols):
+    """cols[(c, i, j), (n, h, w)] = xp[n, c, h*sh + i*dh, w*sw + j*dw] (xp: x zero-padded)"""
+    N, C = x.shape[:2]
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    view = cols.reshape(C, KH, KW, N, H_out, W_out)
+    for i in range(KH):
+        for j in range(KW):  # one strided slice per kernel offset: all windows' (i, j) pixel
+            window = xp[:, :, i * dh: i * dh + sh * (H_out - 1) + 1: sh,
+                        j * dw: j * dw + sw * (W_out - 1) + 1: sw]          # (N, C, H_out, W_out)
+            view[:, i, j] = window.transpose(1, 0, 2, 3)
+    return cols
+
+
+def col2im_reference(cols, KH, KW, stride, padding, dilation, H_out, W_out, dx):
+    """dx[n, c] = sum over (i, j, h, w) of cols[(c, i, j), (n, h, w)] placed back where im2col read it"""
+    N, C, H, W = dx.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    dxp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=dx.dtype)
+    view = cols.reshape(C, KH, KW, N, H_out, W_out)
+    for i in range(KH):
+        for j in range(KW):  # windows overlap, so the slices of different offsets add up
+            dxp[:, :, i * dh: i * dh + sh * (H_out - 1) + 1: sh,
+                j * dw: j * dw + sw * (W_out - 1) + 1: sw] += view[:, i, j].transpose(1, 0, 2, 3)
+    dx[...] = dxp[:, :, ph: ph + H, pw: pw + W]
+    return dx
+
+
+def im2col(x, KH, KW, stride, padding, dilation, H_out, W_out, cols):
+    """The switch: the Numba twin when enabled, else the reference. Layers call only this."""
+    fn = kernels.im2col_numba if kernels.use_numba() else im2col_reference
+    return fn(x, KH, KW, stride, padding, dilation, H_out, W_out, cols)
+
+
+def col2im(cols, KH, KW, stride, padding, dilation, H_out, W_out, dx):
+    fn = kernels.col2im_numba if kernels.use_numba() else col2im_reference
+    return fn(cols, KH, KW, stride, padding, dilation, H_out, W_out, dx)
+
+
+_workspace = {}
+
+
+def scratch(name, shape, dtype):
+    """A reusable buffer for temporaries that never outlive one forward or backward call.
+
+    Fresh large arrays page-fault on first touch (a 55 MB one costs several ms); reusing one
+    buffer per purpose keeps that cost to the first step. Never return a scratch view to a caller.
+    """
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape))
+    buf = _workspace.get((name, dtype))
+    if buf is None or buf.size < size:
+        buf = np.empty(size, dtype=dtype)
+        _workspace[(name, dtype)] = buf
+    return buf[:size].reshape(shape)
+
+
+def conv_output_size(size, kernel, stride, padding, dilation):
+    """PyTorch's output length of a convolution or pooling (floor mode) along one axis."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+class Conv2d(Module):
+    """2-D convolution (cross-correlation) over an NCHW batch, as im2col + one GEMM.
+
+    Math:      y[n, o, h, w] = b[o] + sum over (c, i, j) of W[o, c, i, j] * xp[n, c, h*sh + i*dh, w*sw + j*dw]
+    Backward:  dW = dY @ cols.T,  db = sum(dY),  dx = col2im(W.T @ dY)
+    Shapes:    x (N, C_in, H, W) -> y (N, C_out, H_out, W_out); weight (C_out, C_in, KH, KW); bias (C_out,)
+    Cache:     x (cols are rebuilt in backward rather than kept).
+    Arguments follow torch.nn.Conv2d; groups must be 1 and padding_mode "zeros".
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", dtype=None):
+        super().__init__()
+        name = f"Conv2d({in_channels}, {out_channels})"
+        if groups != 1:
+            raise ValueError(f"{name}: only groups=1 is implemented, got groups={groups}")
+        if padding_mode != "zeros":
+            raise ValueError(f"{name}: only padding_mode='zeros' is implemented, got {padding_mode!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = pair(kernel_size, "kernel_size", name)
+        self.stride = pair(stride, "stride", name)
+        self.dilation = pair(dilation, "dilation", name)
+        self.padding = self._resolve_padding(padding, name)
+        if min(self.kernel_size + self.stride + self.dilation) < 1 or min(self.padding) < 0:
+            raise ValueError(f"{name}: kernel_size, stride and dilation must be >= 1 and padding "
+                             f">= 0, got {self.kernel_size}, {self.stride}, {self.dilation}, {self.padding}")
+        KH, KW = self.kernel_size
+        fan_in = in_channels * KH * KW
+        dtype = dtype or init.DEFAULT_DTYPE
+        self.weight = Parameter(init.uniform_fan_in((out_channels, in_channels, KH, KW), fan_in, dtype))
+        self.bias = Parameter(init.uniform_fan_in((out_channels,), fan_in, dtype)) if bias else None
+
+    def _resolve_padding(self, padding, name):
+        if padding == "valid":
+            return (0, 0)
+        if padding == "same":
+            if self.stride != (1, 1):
+                raise ValueError(f"{name}: padding='same' is not supported for strided convolutions")
+            reach = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            if any(r % 2 for r in reach):
+                raise ValueError(f"{name}: padding='same' needs an odd (dilated) kernel here, "
+                                 f"got kernel_size={self.kernel_size}")
+            return (reach[0] // 2, reach[1] // 2)
+        return pair(padding, "padding", name)
+
+    def _describe(self):
+        return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding})")
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}"
+                + (f", dilation={self.dilation}" if self.dilation != (1, 1) else "")
+                + (", bias=False" if self.bias is None else ""))
+
+    def output_size(self, H, W):
+        """(H_out, W_out) for an H x W input; a clear error if the kernel does not fit."""
+        out = tuple(conv_output_size(s, k, st, p, d) for s, k, st, p, d in
+                    zip((H, W), self.kernel_size, self.stride, self.padding, self.dilation))
+        if min(out) < 1:
+            raise ValueError(f"{self._describe()}: the kernel (dilated) is larger than the padded "
+                             f"input {H}x{W} (padded {H + 2 * self.padding[0]}x{W + 2 * self.padding[1]})")
+        return out
+
+    def _im2col(self, x, H_out, W_out):
+        N, C = x.shape[:2]
+        KH, KW = self.kernel_size
+        cols = scratch("cols", (C * KH * KW, N * H_out * W_out), x.dtype)
+        return im2col(x, KH, KW, self.stride, self.padding, self.dilation, H_out, W_out, cols)
+
+    def forward(self, x):
+        check_input(self, x, "NCHW", self.in_channels, self.weight.data.dtype)
+        x = np.ascontiguousarray(x)
+        N = x.shape[0]
+        H_out, W_out = self.output_size(*x.shape[2:])
+        cols = self._im2col(x, H_out, W_out)                            # (C*KH*KW, N*H_out*W_out)
+        w2 = self.weight.data.reshape(self.out_channels, -1)              # (C_out, C*KH*KW)
+        y2 = np.matmul(w2, cols, out=scratch("gemm", (self.out_channels, cols.shape[1]), x.dtype))
+        if self.bias is not None:
+            y2 += self.bias.data[:, None]
+        self.cache = {"x": x, "H_out": H_out, "W_out": W_out}
+        # (C_out, N, H_out, W_out) -> NCHW
+        return np.ascontiguousarray(y2.reshape(self.out_channels, N, H_out, W_out).transpose(1, 0, 2, 3))
+
+    def backward(self, dout):
+        cache = self.saved()
+        x, H_out, W_out = cache["x"], cache["H_out"], cache["W_out"]
+        N = x.shape[0]
+        expected = (N, self.out_channels, H_out, W_out)
+        if dout.shape != expected:
+            raise ValueError(f"{self._describe()}.backward: expected dout of shape {expected}, "
+                             f"got {dout.shape}")
+        KH, KW = self.kernel_size
+        dy2 = scratch("dout", (self.out_channels, N * H_out * W_out), x.dtype)
+        dy2.reshape(self.out_channels, N, H_out * W_out)[...] = \
+            dout.reshape(N, self.out_channels, H_out * W_out).transpose(1, 0, 2)
+        cols = self._im2col(x, H_out, W_out)
+        w2 = self.weight.data.reshape(self.out_channels, -1)
+        self.weight.grad += (dy2 @ cols.T).reshape(self.weight.data.shape)
+        if self.bias is not None:
+            self.bias.grad += dy2.sum(axis=1)
+        dcols = np.matmul(w2.T, dy2, out=scratch("dcols", cols.shape, x.dtype))
+        dx = np.empty_like(x)
+        return col2im(dcols, KH, KW, self.stride, self.padding, self.dilation, H_out, W_out, dx)

@@ -1,0 +1,155 @@
+"""The Numba twins of the hot loops, and the one switch that picks them.
+
+Each function here has a readable NumPy reference beside the layer that uses it (same
+signature, same docstring line), and tests/test_kernels.py checks that the two agree.
+The switch: the twins run when Numba is importable, unless the environment variable
+NN_KERNELS=reference is set (or `set_backend("reference")` is called), in which case every
+layer uses the NumPy reference.
+
+Rules kept in every kernel (see ../PERF notes in the README):
+- `prange` over an axis whose iterations write disjoint memory (rows of cols, planes of dx),
+  never `+=` into an element two threads can reach;
+- no BLAS inside a `prange` loop (the GEMMs are called from NumPy, outside);
+- no fastmath: the results must equal the reference's to rounding.
+"""
+import os
+
+import numpy as np
+
+try:
+    import numba
+    from numba import njit, prange
+    HAVE_NUMBA = True
+except ImportError:  # the NumPy references are used everywhere
+    HAVE_NUMBA = False
+
+_BACKENDS = ("numba", "reference")
+_backend = "reference"
+
+
+def set_backend(name):
+    """Pick "numba" (the fast twins) or "reference" (the readable NumPy code) for every layer."""
+    global _backend
+    if name not in _BACKENDS:
+        raise ValueError(f"set_backend: expected one of {_BACKENDS}, got {name!r}")
+    if name == "numba" and not HAVE_NUMBA:
+        raise RuntimeError("set_backend: Numba is not installed (pip install numba)")
+    _backend = name
+
+
+def backend():
+    return _backend
+
+
+def use_numba():
+    return _backend == "numba"
+
+
+set_backend("reference" if not HAVE_NUMBA or os.environ.get("NN_KERNELS") == "reference"
+            else "numba")
+
+
+if HAVE_NUMBA:
+
+    @njit(parallel=True, cache=True)
+    def im2col_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, cols):
+        """cols[(c, i, j), (n, h, w)] = xp[n, c, h*sh + i*dh, w*sw + j*dw] (xp: x zero-padded)"""
+        N, C, H, W = x.shape
+        sh, sw = stride
+        ph, pw = padding
+        dh, dw = dilation
+        P = H_out * W_out
+        for row in prange(C * KH * KW):  # every row of cols is written by one thread
+            c = row // (KH * KW)
+            i = (row // KW) % KH
+            j = row % KW
+            for n in range(N):
+                for h in range(H_out):
+                    hi = h * sh + i * dh - ph
+                    o = n * P + h * W_out
+                    if hi < 0 or hi >= H:
+                        for w in range(W_out):
+                            cols[row, o + w] = 0.0
+                    else:
+                        for w in range(W_out):
+                            wi = w * sw + j * dw - pw
+                            if wi >= 0 and wi < W:
+                                cols[row, o + w] = x[n, c, hi, wi]
+                            else:
+                                cols[row, o + w] = 0.0
+        return cols
+
+    @njit(parallel=True, cache=True)
+    def col2im_numba(cols, KH, KW, stride, padding, dilation, H_out, W_out, dx):
+        """dx[n, c] = sum over (i, j, h, w) of cols[(c, i, j), (n, h, w)] placed back where im2col read it"""
+        N, C, H, W = dx.shape
+        sh, sw = stride
+        ph, pw = padding
+        dh, dw = dilation
+        P = H_out * W_out
+        for plane in prange(N * C):  # one (n, c) plane per thread: no two threads add to one element
+            n = plane // C
+            c = plane % C
+            for hh in range(H):
+                for ww in range(W):
+                    dx[n, c, hh, ww] = 0.0
+            for i in range(KH):
+                for j in range(KW):
+                    row = (c * KH + i) * KW + j
+                    for h in range(H_out):
+                        hi = h * sh + i * dh - ph
+                        if hi < 0 or hi >= H:
+                            continue
+                        o = n * P + h * W_out
+                        for w in range(W_out):
+                            wi = w * sw + j * dw - pw
+                            if wi >= 0 and wi < W:
+                                dx[n, c, hi, wi] += cols[row, o + w]
+        return dx
+
+    @njit(parallel=True, cache=True)
+    def maxpool_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, y, argmax):
+        """y[n, c, h, w] = max of the window; argmax = flat index h_in*W + w_in of its first maximum"""
+        N, C, H, W = x.shape
+        sh, sw = stride
+        ph, pw = padding
+        dh, dw = dilation
+        for plane in prange(N * C):
+            n = plane // C
+            c = plane % C
+            for h in range(H_out):
+                for w in range(W_out):
+                    best = -np.inf
+                    best_at = (h * sh - ph) * W + (w * sw - pw)  # the window's first pixel
+                    for i in range(KH):
+                        hi = h * sh + i * dh - ph
+                        if hi < 0 or hi >= H:
+                            continue
+                        for j in range(KW):
+                            wi = w * sw + j * dw - pw
+                            if wi < 0 or wi >= W:
+                                continue
+                            v = x[n, c, hi, wi]
+                            if v > best or (np.isnan(v) and not np.isnan(best)):
+                                best = v
+                                best_at = hi * W + wi
+                    y[n, c, h, w] = best
+                    argmax[n, c, h, w] = best_at
+        return y, argmax
+
+    @njit(parallel=True, cache=True)
+    def maxpool_backward_numba(dout, argmax, dx):
+        """dx[n, c].flat[argmax[n, c, h, w]] += dout[n, c, h, w] (overlapping windows accumulate)"""
+        N, C, H, W = dx.shape
+        H_out, W_out = dout.shape[2], dout.shape[3]
+        for plane in prange(N * C):  # each plane's windows only reach that plane of dx
+            n = plane // C
+            c = plane % C
+            for hh in range(H):
+                for ww in range(W):
+                    dx[n, c, hh, ww] = 0.0
+            for h in range(H_out):
+                for w in range(W_out):
+                    k = argmax[n, c, h, w]
+                    dx[n, c, k // W, k % W] += dout[n, c, h, w]
+        return dx

@@ -1,0 +1,303 @@
+"""Parameter, Buffer, Module and the two containers every Inception network is built from.
+
+A Module owns Parameters (trained), Buffers (saved but not trained, e.g. batch-norm running
+statistics) and child Modules, all registered simply by assigning them as attributes, in the
+order they are assigned. That order is the order of `named_parameters()` and `state_dict()`,
+and the names are the attribute paths, exactly as in PyTorch: "inception_3a.b3x3.0.conv.weight".
+
+The contract every layer keeps:
+    forward(x)     returns y and keeps in self.cache exactly what backward needs
+    backward(dout) returns dx = dL/dx and ADDS dL/dp into p.grad for each of its parameters
+There is no autograd: a model's backward is its forward read in reverse.
+"""
+from collections import OrderedDict
+
+import numpy as np
+
+
+class Parameter:
+    """A trainable array and the gradient accumulated into it (same shape, starts at zero)."""
+
+    def __init__(self, data):
+        self.data = np.array(data, order="C")
+        self.grad = np.zeros_like(self.data)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def __repr__(self):
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Buffer:
+    """An array saved in state_dict but never trained (running statistics, counters)."""
+
+    def __init__(self, data):
+        self.data = np.array(data, order="C")
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    def __repr__(self):
+        return f"Buffer(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class: registration of parameters/buffers/children, modes, state_dict, casting."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "cache", None)
+
+    # -- registration: plain attribute assignment, remembered in definition order ------------
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(
+                f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        for registry in (self._parameters, self._buffers, self._modules):
+            registry.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Buffer):
+            self._buffers[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    # -- the layer interface -----------------------------------------------------------------
+    def forward(self, *inputs):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward")
+
+    def backward(self, *douts):
+        raise NotImplementedError(f"{type(self).__name__} does not define backward")
+
+    def __call__(self, *inputs):
+        return self.forward(*inputs)
+
+    def saved(self):
+        """The cache forward left for backward; a clear error if forward has not run yet."""
+        if self.cache is None:
+            raise RuntimeError(f"{self._describe()}.backward called before forward: "
+                               "run forward on a batch first")
+        return self.cache
+
+    def _describe(self):
+        return type(self).__name__
+
+    # -- modes -------------------------------------------------------------------------------
+    def train(self, mode=True):
+        """Set training mode on this module and every descendant; eval() is train(False)."""
+        object.__setattr__(self, "training", bool(mode))
+        for child in self._modules.values():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # -- traversal ---------------------------------------------------------------------------
+    def named_children(self):
+        return iter(self._modules.items())
+
+    def children(self):
+        return iter(self._modules.values())
+
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        for _, m in self.named_modules():
+            yield m
+
+    def named_parameters(self, prefix=""):
+        for name, p in self._parameters.items():
+            yield (f"{prefix}.{name}" if prefix else name), p
+        for name, child in self._modules.items():
+            yield from child.named_parameters(f"{prefix}.{name}" if prefix else name)
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix=""):
+        for name, b in self._buffers.items():
+            yield (f"{prefix}.{name}" if prefix else name), b
+        for name, child in self._modules.items():
+            yield from child.named_buffers(f"{prefix}.{name}" if prefix else name)
+
+    def num_parameters(self):
+        return sum(p.size for p in self.parameters())
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad[...] = 0
+
+    # -- state -------------------------------------------------------------------------------
+    def _named_state(self, prefix=""):
+        """Parameters then buffers of each module, children after, as PyTorch orders them."""
+        for name, p in self._parameters.items():
+            yield (f"{prefix}.{name}" if prefix else name), p
+        for name, b in self._buffers.items():
+            yield (f"{prefix}.{name}" if prefix else name), b
+        for name, child in self._modules.items():
+            yield from child._named_state(f"{prefix}.{name}" if prefix else name)
+
+    def state_dict(self):
+        """An ordered name -> array copy of every Parameter and Buffer."""
+        return OrderedDict((name, t.data.copy()) for name, t in self._named_state())
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays into this module's Parameters and Buffers (kept in their own dtype).
+
+        strict=True (the default) refuses missing or unexpected keys; a shape mismatch is
+        always refused. Nothing is changed unless every check passes.
+        """
+        own = OrderedDict(self._named_state())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if strict and (missing or unexpected):
+            lines = [f"{type(self).__name__}.load_state_dict: the state does not match the model"]
+            if missing:
+                lines.append(f"  missing keys ({len(missing)}): {', '.join(missing[:10])}"
+                             + (" ..." if len(missing) > 10 else ""))
+            if unexpected:
+                lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected[:10])}"
+                             + (" ..." if len(unexpected) > 10 else ""))
+            raise KeyError("\n".join(lines))
+        for name, t in own.items():
+            if name in state_dict:
+                value = np.asarray(state_dict[name])
+                if value.shape != t.data.shape:
+                    raise ValueError(f"{type(self).__name__}.load_state_dict: '{name}' has shape "
+                                     f"{value.shape}, the model expects {t.data.shape}")
+        for name, t in own.items():
+            if name in state_dict:
+                t.data[...] = np.asarray(state_dict[name])
+        return self
+
+    # -- dtype -------------------------------------------------------------------------------
+    def to(self, dtype):
+        """Cast every floating Parameter and Buffer (and its grad) to `dtype`, in place."""
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            raise ValueError(f"{type(self).__name__}.to: expected a floating dtype, got {dtype}")
+        for m in self.modules():
+            for p in m._parameters.values():
+                p.data = p.data.astype(dtype)
+                p.grad = p.grad.astype(dtype)
+            for b in m._buffers.values():
+                if b.data.dtype.kind == "f":
+                    b.data = b.data.astype(dtype)
+            object.__setattr__(m, "cache", None)
+        return self
+
+    def double(self):
+        return self.to(np.float64)
+
+    def float(self):
+        return self.to(np.float32)
+
+    @property
+    def dtype(self):
+        """The dtype of this module's first parameter (None for parameter-free modules)."""
+        for p in self.parameters():
+            return p.data.dtype
+        return None
+
+    # -- printing ----------------------------------------------------------------------------
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not self._modules:
+            return head + ")"
+        lines = [head]
+        for name, child in self._modules.items():
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        return "\n".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Modules applied one after the other; children are named "0", "1", ... (or by an OrderedDict)."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            items = modules[0].items()
+        else:
+            items = ((str(i), m) for i, m in enumerate(modules))
+        for name, m in items:
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential: child '{name}' is a {type(m).__name__}, "
+                                "expected a Module")
+            setattr(self, name, m)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+    def backward(self, dout):
+        for m in reversed(self._modules.values()):
+            dout = m.backward(dout)
+        return dout
+
+
+class Concat(Module):
+    """Parallel branches on the same input, outputs concatenated on channels (axis 1).
+
+    The shape of every Inception block. A fork in forward is a sum in backward: the upstream
+    gradient is split by the branches' output widths and the branches' input gradients add up.
+    Shapes: x (N, C, H, W) -> y (N, sum(C_b), H', W'). Cache: each branch's output width.
+    """
+
+    def __init__(self, *branches):
+        super().__init__()
+        if len(branches) == 1 and isinstance(branches[0], OrderedDict):
+            items = branches[0].items()
+        else:
+            items = ((str(i), b) for i, b in enumerate(branches))
+        for name, b in items:
+            setattr(self, name, b)
+        if not self._modules:
+            raise ValueError("Concat: expected at least one branch")
+
+    @property
+    def branches(self):
+        return list(self._modules.values())
+
+    def forward(self, x):
+        outs = [b(x) for b in self.branches]
+        spatial = {o.shape[2:] for o in outs}
+        if len(spatial) != 1:
+            widths = ", ".join(f"{n}: {o.shape}" for n, o in zip(self._modules, outs))
+            raise ValueError(f"Concat: branch outputs differ in spatial size ({widths})")
+        self.cache = [o.shape[1] for o in outs]
+        return np.concatenate(outs, axis=1)
+
+    def backward(self, dout):
+        widths = self.saved()
+        cuts = np.cumsum(widths)[:-1]
+        pieces = np.split(dout, cuts, axis=1)
+        return sum(b.backward(np.ascontiguousarray(d)) for b, d in zip(self.branches, pieces))

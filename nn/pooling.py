@@ -1,0 +1,271 @@
+"""Max, average and adaptive average pooling over NCHW batches, with PyTorch's size rules.
+
+Output size per axis, floor mode as a convolution; ceil mode (PyTorch's rule):
+    o = ceil((H + 2p - d*(k-1) - 1) / s) + 1,  then  o -= 1 if (o-1)*s >= H + p
+(the last window must start inside the input or the left padding).
+
+The references below work one kernel offset (i, j) at a time: each offset is one strided slice
+of the padded input covering all windows at once, so there are KH*KW NumPy operations per call,
+never a Python loop over pixels. Max pooling's Numba twins are in nn/kernels.py.
+"""
+import math
+
+import numpy as np
+
+from . import kernels
+from ._checks import check_input, pair
+from .module import Module
+
+
+def pool_output_size(size, kernel, stride, padding, dilation=1, ceil_mode=False):
+    """PyTorch's pooling output length along one axis (floor or ceil mode)."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    if not ceil_mode:
+        return span // stride + 1
+    out = math.ceil(span / stride) + 1
+    if (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _window_slice(offset, stride, count):
+    """The slice of the padded input holding pixel `offset` of each of `count` windows."""
+    return slice(offset, offset + stride * (count - 1) + 1, stride)
+
+
+def _padded(x, padding, H_out, W_out, kernel, stride, dilation, fill):
+    """x padded with `fill`: `padding` on the left/top, as far as the last window on the right/bottom."""
+    N, C, H, W = x.shape
+    H_need = (H_out - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1
+    W_need = (W_out - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1
+    xp = np.full((N, C, max(H_need, H + padding[0]), max(W_need, W + padding[1])), fill, x.dtype)
+    xp[:, :, padding[0]:padding[0] + H, padding[1]:padding[1] + W] = x
+    return xp
+
+
+def maxpool_reference(x, KH, KW, stride, padding, dilation, H_out, W_out, y, argmax):
+    """y[n, c, h, w] = max of the window; argmax = flat index h_in*W + w_in of its first maximum"""
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    W = x.shape[3]
+    xp = _padded(x, padding, H_out, W_out, (KH, KW), stride, dilation, -np.inf)
+    y[...] = -np.inf
+    best_i = np.zeros(y.shape, np.int64)
+    best_j = np.zeros(y.shape, np.int64)
+    for i in range(KH):
+        for j in range(KW):  # row-major scan; a strict > keeps the first maximum, NaN wins
+            v = xp[:, :, _window_slice(i * dh, sh, H_out), _window_slice(j * dw, sw, W_out)]
+            take = (v > y) | (np.isnan(v) & ~np.isnan(y))
+            np.copyto(y, v, where=take)
+            np.copyto(best_i, i, where=take)
+            np.copyto(best_j, j, where=take)
+    rows = np.arange(H_out)[:, None] * sh + best_i * dh - ph
+    cols = np.arange(W_out)[None, :] * sw + best_j * dw - pw
+    argmax[...] = rows * W + cols
+    return y, argmax
+
+
+def maxpool_backward_reference(dout, argmax, dx):
+    """dx[n, c].flat[argmax[n, c, h, w]] += dout[n, c, h, w] (overlapping windows accumulate)"""
+    N, C, H, W = dx.shape
+    plane = np.arange(N * C).reshape(N, C, 1, 1) * (H * W)
+    flat = np.bincount((plane + argmax).ravel(), weights=dout.ravel(), minlength=dx.size)
+    dx[...] = flat.reshape(dx.shape)
+    return dx
+
+
+def maxpool(x, KH, KW, stride, padding, dilation, H_out, W_out, y, argmax):
+    """The switch: the Numba twin when enabled, else the reference. Layers call only this."""
+    fn = kernels.maxpool_numba if kernels.use_numba() else maxpool_reference
+    return fn(x, KH, KW, stride, padding, dilation, H_out, W_out, y, argmax)
+
+
+def maxpool_backward(dout, argmax, dx):
+    fn = kernels.maxpool_backward_numba if kernels.use_numba() else maxpool_backward_reference
+    return fn(dout, argmax, dx)
+
+
+class _Pool2d(Module):
+    """What max and average pooling share: arguments, size rules, checks."""
+
+    def __init__(self, kernel_size, stride, padding, dilation, ceil_mode):
+        super().__init__()
+        name = type(self).__name__
+        self.kernel_size = pair(kernel_size, "kernel_size", name)
+        self.stride = pair(stride if stride is not None else kernel_size, "stride", name)
+        self.padding = pair(padding, "padding", name)
+        self.dilation = pair(dilation, "dilation", name)
+        self.ceil_mode = ceil_mode
+        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(f"{name}: padding should be at most half of the kernel size, got "
+                             f"padding={self.padding}, kernel_size={self.kernel_size}")
+
+    def _describe(self):
+        return (f"{type(self).__name__}(kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding})")
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+                + (", ceil_mode=True" if self.ceil_mode else ""))
+
+    def output_size(self, H, W):
+        out = tuple(pool_output_size(s, k, st, p, d, self.ceil_mode) for s, k, st, p, d in
+                    zip((H, W), self.kernel_size, self.stride, self.padding, self.dilation))
+        if min(out) < 1:
+            raise ValueError(f"{self._describe()}: the window is larger than the padded input "
+                             f"{H}x{W}")
+        return out
+
+
+class MaxPool2d(_Pool2d):
+    """The maximum of each window (padding counts as -inf; NaN propagates).
+
+    Backward: each window's gradient goes to ONE input, the first maximum in a row-major scan
+    of the window (as PyTorch); overlapping windows that pick the same input add up there.
+    Shapes: x (N, C, H, W) -> y (N, C, H_out, W_out).   Cache: argmax (flat input index per output).
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False):
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
+        if return_indices:
+            raise ValueError("MaxPool2d: return_indices=True is not supported; the indices are "
+                             "kept in .cache['argmax'] for backward")
+
+    def forward(self, x):
+        check_input(self, x, "NCHW")
+        x = np.ascontiguousarray(x)
+        N, C, H, W = x.shape
+        H_out, W_out = self.output_size(H, W)
+        y = np.empty((N, C, H_out, W_out), x.dtype)
+        argmax = np.empty((N, C, H_out, W_out), np.int64)
+        maxpool(x, *self.kernel_size, self.stride, self.padding, self.dilation, H_out, W_out, y, argmax)
+        self.cache = {"argmax": argmax, "x_shape": x.shape, "dtype": x.dtype}
+        return y
+
+    def backward(self, dout):
+        cache = self.saved()
+        argmax = cache["argmax"]
+        if dout.shape != argmax.shape:
+            raise ValueError(f"{self._describe()}.backward: expected dout of shape {argmax.shape}, "
+                             f"got {dout.shape}")
+        dx = np.empty(cache["x_shape"], cache["dtype"])
+        return maxpool_backward(np.ascontiguousarray(dout), argmax, dx)
+
+
+class AvgPool2d(_Pool2d):
+    """The mean of each window.
+
+    Divisor, count_include_pad=True (default): the window's area clipped to the padded input,
+        (min(h0+KH, H+ph) - h0) * (min(w0+KW, W+pw) - w0)  with (h0, w0) the window's start,
+    so a ceil-mode window running past the padding divides by less; count_include_pad=False
+    counts only real pixels. divisor_override replaces both.
+    Backward: dx gets dout/divisor at every pixel of the window; overlapping windows add up.
+    Shapes: x (N, C, H, W) -> y (N, C, H_out, W_out).   Cache: divisor (H_out, W_out).
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True, divisor_override=None):
+        super().__init__(kernel_size, stride, padding, 1, ceil_mode)
+        self.count_include_pad = count_include_pad
+        self.divisor_override = divisor_override
+
+    def _divisor(self, H, W, H_out, W_out):
+        if self.divisor_override:
+            return np.full((H_out, W_out), float(self.divisor_override))
+        (KH, KW), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        extent = []
+        for n_out, k, s, p, size in ((H_out, KH, sh, ph, H), (W_out, KW, sw, pw, W)):
+            start = np.arange(n_out) * s - p                    # in input coordinates
+            if self.count_include_pad:
+                extent.append(np.minimum(start + k, size + p) - start)
+            else:
+                extent.append(np.minimum(start + k, size) - np.maximum(start, 0))
+        return np.outer(extent[0], extent[1]).astype(np.float64)
+
+    def forward(self, x):
+        check_input(self, x, "NCHW")
+        N, C, H, W = x.shape
+        H_out, W_out = self.output_size(H, W)
+        (KH, KW), (sh, sw) = self.kernel_size, self.stride
+        xp = _padded(x, self.padding, H_out, W_out, self.kernel_size, self.stride, self.dilation, 0)
+        total = np.zeros((N, C, H_out, W_out), x.dtype)
+        for i in range(KH):
+            for j in range(KW):
+                total += xp[:, :, _window_slice(i, sh, H_out), _window_slice(j, sw, W_out)]
+        divisor = self._divisor(H, W, H_out, W_out).astype(x.dtype)
+        self.cache = {"divisor": divisor, "x_shape": x.shape, "padded_shape": xp.shape}
+        return total / divisor
+
+    def backward(self, dout):
+        cache = self.saved()
+        N, C, H, W = cache["x_shape"]
+        divisor = cache["divisor"]
+        if dout.shape != (N, C) + divisor.shape:
+            raise ValueError(f"{self._describe()}.backward: expected dout of shape "
+                             f"{(N, C) + divisor.shape}, got {dout.shape}")
+        (KH, KW), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        H_out, W_out = divisor.shape
+        share = dout / divisor
+        dxp = np.zeros(cache["padded_shape"], dout.dtype)
+        for i in range(KH):
+            for j in range(KW):
+                dxp[:, :, _window_slice(i, sh, H_out), _window_slice(j, sw, W_out)] += share
+        return np.ascontiguousarray(dxp[:, :, ph:ph + H, pw:pw + W])
+
+
+def adaptive_bins(in_size, out_size):
+    """PyTorch's adaptive pooling bins: bin i covers [floor(i*I/O), ceil((i+1)*I/O))."""
+    return [(i * in_size // out_size, -(-(i + 1) * in_size // out_size)) for i in range(out_size)]
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed output size, whatever the input size (bins may overlap).
+
+    output_size (1, 1) is global average pooling. None in output_size keeps that input size.
+    Backward: each bin spreads dout/area over its pixels; overlapping bins add up.
+    Shapes: x (N, C, H, W) -> y (N, C, *output_size).   Cache: the input shape.
+    """
+
+    def __init__(self, output_size):
+        super().__init__()
+        if isinstance(output_size, (int, np.integer)) or output_size is None:
+            output_size = (output_size, output_size)
+        self.output_size = tuple(output_size)
+
+    def _describe(self):
+        return f"AdaptiveAvgPool2d(output_size={self.output_size})"
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+    def _bins(self, H, W):
+        H_out = self.output_size[0] or H
+        W_out = self.output_size[1] or W
+        return adaptive_bins(H, H_out), adaptive_bins(W, W_out)
+
+    def forward(self, x):
+        check_input(self, x, "NCHW")
+        N, C, H, W = x.shape
+        if (self.output_size[0] or H) == 1 and (self.output_size[1] or W) == 1:
+            y = x.mean(axis=(2, 3), keepdims=True)
+        else:
+            rows, cols = self._bins(H, W)
+            y = np.empty((N, C, len(rows), len(cols)), x.dtype)
+            for a, (r0, r1) in enumerate(rows):
+                for b, (c0, c1) in enumerate(cols):
+                    y[:, :, a, b] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
+        self.cache = {"x_shape": x.shape}
+        return y
+
+    def backward(self, dout):
+        N, C, H, W = self.saved()["x_shape"]
+        rows, cols = self._bins(H, W)
+        if dout.shape != (N, C, len(rows), len(cols)):
+            raise ValueError(f"{self._describe()}.backward: expected dout of shape "
+                             f"{(N, C, len(rows), len(cols))}, got {dout.shape}")
+        dx = np.zeros((N, C, H, W), dout.dtype)
+        for a, (r0, r1) in enumerate(rows):
+            for b, (c0, c1) in enumerate(cols):
+                area = (r1 - r0) * (c1 - c0)
+                dx[:, :, r0:r1, c0:c1] += (dout[:, :, a, b] / area)[:, :, None, None]
+        return dx

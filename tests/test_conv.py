@@ -1,0 +1,120 @@
+"""Conv2d: PyTorch's size formula and reference numbers, init, gradients, bad input."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import nn
+from nn.conv import conv_output_size
+from nn.gradcheck import check_module
+from tests.conftest import assert_gradients_ok
+
+
+@pytest.mark.parametrize("size,k,s,p,d,out", [
+    (299, 3, 2, 0, 1, 149), (149, 3, 1, 0, 1, 147), (147, 3, 1, 1, 1, 147), (224, 7, 2, 3, 1, 112),
+    (35, 3, 2, 0, 1, 17), (17, 3, 2, 0, 1, 8), (28, 3, 1, 2, 2, 28)])
+def test_output_size_formula(size, k, s, p, d, out):
+    assert conv_output_size(size, k, s, p, d) == out
+
+
+def test_asymmetric_kernels_keep_the_size():
+    x = np.zeros((1, 4, 17, 17), np.float32)
+    assert nn.Conv2d(4, 5, (1, 7), padding=(0, 3))(x).shape == (1, 5, 17, 17)
+    assert nn.Conv2d(4, 5, (7, 1), padding=(3, 0))(x).shape == (1, 5, 17, 17)
+    assert nn.Conv2d(4, 5, 3, padding="same")(x).shape == (1, 5, 17, 17)
+    assert nn.Conv2d(4, 5, 3, padding="valid")(x).shape == (1, 5, 15, 15)
+
+
+def reference_conv():
+    """SEMANTICS.md A2: arange input and weights, stride 2, padding 1."""
+    conv = nn.Conv2d(2, 3, 3, stride=2, padding=1).double()
+    conv.weight.data[...] = np.arange(54).reshape(3, 2, 3, 3) / 100 - 0.15
+    conv.bias.data[...] = [0.5, -1, 2]
+    return conv, np.arange(50.0).reshape(1, 2, 5, 5) / 10
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+def test_reference_values_forward_and_backward(backend, monkeypatch):
+    if backend == "numba" and not nn.kernels.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    monkeypatch.setattr(nn.kernels, "_backend", backend)
+    conv, x = reference_conv()
+    y = conv(x)
+    assert y.shape == (1, 3, 3, 3)
+    np.testing.assert_allclose(y[0, :, 0, 0], [0.424, 1.156, 6.388], atol=1e-12)
+    assert y.sum() == pytest.approx(112.872, abs=1e-9)
+    dx = conv.backward(np.arange(27.0).reshape(1, 3, 3, 3) / 10)
+    assert dx.sum() == pytest.approx(74.865, abs=1e-9)
+    np.testing.assert_allclose(dx[0, 0, :2, :2], [[0.513, 1.044], [1.062, 2.16]], atol=1e-12)
+    assert conv.weight.grad.sum() == pytest.approx(976.71, abs=1e-9)
+    np.testing.assert_allclose(conv.weight.grad[0, 0],
+                               [[3.2, 4.49, 2.72], [4.47, 6.24, 3.75], [1.76, 2.33, 1.28]], atol=1e-12)
+    np.testing.assert_allclose(conv.bias.grad, [3.6, 11.7, 19.8], atol=1e-12)
+
+
+def test_cross_correlation_not_convolution():
+    """A delta input reproduces the kernel flipped in the output (no kernel flip in forward)."""
+    conv = nn.Conv2d(1, 1, 3, padding=1, bias=False).double()
+    conv.weight.data[0, 0] = np.arange(9.0).reshape(3, 3)
+    x = np.zeros((1, 1, 5, 5))
+    x[0, 0, 2, 2] = 1
+    np.testing.assert_array_equal(conv(x)[0, 0, 1:4, 1:4], np.arange(9.0).reshape(3, 3)[::-1, ::-1])
+
+
+def test_default_init_bounds_and_spread():
+    nn.manual_seed(0)
+    conv = nn.Conv2d(16, 256, 3)
+    bound = 1 / np.sqrt(16 * 9)
+    assert np.abs(conv.weight.data).max() <= bound and np.abs(conv.bias.data).max() <= bound
+    assert conv.weight.data.std() == pytest.approx(bound / np.sqrt(3), rel=0.02)
+    assert conv.weight.data.dtype == np.float32
+    assert nn.Conv2d(128, 8, (1, 7)).weight.data.max() <= 1 / np.sqrt(128 * 7)
+
+
+@given(n=st.integers(1, 2), c_in=st.integers(1, 3), c_out=st.integers(1, 3),
+       kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       ph=st.integers(0, 2), pw=st.integers(0, 2), dh=st.integers(1, 2), extra=st.integers(0, 4),
+       bias=st.booleans())
+def test_gradients_match_finite_differences(n, c_in, c_out, kh, kw, sh, sw, ph, pw, dh, extra, bias):
+    H = max(1, dh * (kh - 1) + 1 - 2 * ph) + extra
+    W = max(1, kw - 2 * pw) + extra
+    conv = nn.Conv2d(c_in, c_out, (kh, kw), stride=(sh, sw), padding=(ph, pw), dilation=(dh, 1),
+                     bias=bias).double()
+    x = np.random.default_rng(H * 7 + W).standard_normal((n, c_in, H, W))
+    assert_gradients_ok(check_module(conv, x))
+
+
+def test_backward_twice_doubles_parameter_gradients(rng):
+    conv = nn.Conv2d(2, 3, 3).double()
+    x, g = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((2, 3, 3, 3))
+    conv(x)
+    dx1 = conv.backward(g)
+    w1 = conv.weight.grad.copy()
+    dx2 = conv.backward(g)
+    np.testing.assert_array_equal(dx1, dx2)
+    np.testing.assert_allclose(conv.weight.grad, 2 * w1)
+
+
+@pytest.mark.parametrize("x,match", [
+    (np.zeros((3, 8, 8), np.float32), r"expected a 4-D input \(N, C, H, W\), got shape \(3, 8, 8\)"),
+    (np.zeros((1, 4, 8, 8), np.float32), r"expected 3 channels on axis 1, got shape \(1, 4, 8, 8\)"),
+    (np.zeros((1, 3, 8, 8), np.int64), r"expected a floating-point input .* got dtype int64"),
+    (np.zeros((1, 3, 4, 4), np.float32), r"kernel \(dilated\) is larger than the padded input 4x4"),
+])
+def test_bad_input_names_the_layer_and_the_problem(x, match):
+    conv = nn.Conv2d(3, 8, 7, stride=2)
+    with pytest.raises(ValueError, match=match) as err:
+        conv(x)
+    assert str(err.value).startswith("Conv2d(3, 8, kernel_size=(7, 7)")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="groups=1"):
+        nn.Conv2d(4, 4, 3, groups=2)
+    with pytest.raises(ValueError, match="strided"):
+        nn.Conv2d(4, 4, 3, stride=2, padding="same")
+    with pytest.raises(ValueError, match="kernel_size must be an int or a pair"):
+        nn.Conv2d(4, 4, (3, 3, 3))
+    conv = nn.Conv2d(1, 2, 3)
+    conv(np.zeros((1, 1, 5, 5), np.float32))
+    with pytest.raises(ValueError, match=r"expected dout of shape \(1, 2, 3, 3\)"):
+        conv.backward(np.zeros((1, 2, 4, 4), np.float32))

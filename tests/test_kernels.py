@@ -1,0 +1,83 @@
+"""Every Numba twin agrees with its NumPy reference (float64 ~1e-12, float32 ~1e-5)."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import nn
+from nn import kernels
+from nn.conv import col2im_reference, conv_output_size, im2col_reference
+from nn.pooling import maxpool_backward_reference, maxpool_reference, pool_output_size
+
+pytestmark = pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba not installed")
+TOL = {np.float64: 1e-12, np.float32: 1e-5}
+
+geometry = dict(n=st.integers(1, 3), c=st.integers(1, 4), kh=st.integers(1, 4), kw=st.integers(1, 4),
+                sh=st.integers(1, 3), sw=st.integers(1, 3), extra=st.integers(0, 6),
+                dtype=st.sampled_from([np.float64, np.float32]), data=st.data())
+
+
+def _case(n, c, kh, kw, sh, sw, extra, data, dilated=True):
+    ph, pw = data.draw(st.integers(0, kh // 2)), data.draw(st.integers(0, kw // 2))
+    dh = data.draw(st.integers(1, 2)) if dilated else 1
+    H, W = dh * (kh - 1) + 1 + extra, kw + data.draw(st.integers(0, 6))
+    x = np.random.default_rng(H * 17 + W).standard_normal((n, c, H, W))
+    return (ph, pw), (dh, 1), x
+
+
+@given(**geometry)
+def test_im2col_and_col2im_twins_agree(n, c, kh, kw, sh, sw, extra, dtype, data):
+    padding, dilation, x = _case(n, c, kh, kw, sh, sw, extra, data)
+    x = x.astype(dtype)
+    Ho = conv_output_size(x.shape[2], kh, sh, padding[0], dilation[0])
+    Wo = conv_output_size(x.shape[3], kw, sw, padding[1], dilation[1])
+    args = (kh, kw, (sh, sw), padding, dilation, Ho, Wo)
+    shape = (c * kh * kw, n * Ho * Wo)
+    ref = im2col_reference(x, *args, np.full(shape, np.nan, dtype))
+    fast = kernels.im2col_numba(x, *args, np.full(shape, np.nan, dtype))
+    np.testing.assert_array_equal(ref, fast)  # a pure copy: bit for bit
+    cols = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    ref = col2im_reference(cols, *args, np.full(x.shape, np.nan, dtype))
+    fast = kernels.col2im_numba(cols, *args, np.full(x.shape, np.nan, dtype))
+    np.testing.assert_allclose(fast, ref, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@given(**geometry, ceil=st.booleans())
+def test_maxpool_twins_agree(n, c, kh, kw, sh, sw, extra, dtype, data, ceil):
+    padding, dilation, x = _case(n, c, kh, kw, sh, sw, extra, data)
+    x = np.round(x.astype(dtype), 1)  # many ties: both must pick the same first maximum
+    Ho = pool_output_size(x.shape[2], kh, sh, padding[0], dilation[0], ceil)
+    Wo = pool_output_size(x.shape[3], kw, sw, padding[1], dilation[1], ceil)
+    args = (x, kh, kw, (sh, sw), padding, dilation, Ho, Wo)
+    out = lambda: (np.empty((n, c, Ho, Wo), dtype), np.empty((n, c, Ho, Wo), np.int64))
+    y_ref, i_ref = maxpool_reference(*args, *out())
+    y_fast, i_fast = kernels.maxpool_numba(*args, *out())
+    np.testing.assert_array_equal(y_ref, y_fast)
+    np.testing.assert_array_equal(i_ref, i_fast)
+    dout = np.random.default_rng(2).standard_normal((n, c, Ho, Wo)).astype(dtype)
+    np.testing.assert_allclose(kernels.maxpool_backward_numba(dout, i_ref, np.empty_like(x)),
+                               maxpool_backward_reference(dout, i_ref, np.empty_like(x)),
+                               rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_switch_selects_the_backend(monkeypatch):
+    monkeypatch.setattr(kernels, "_backend", "numba")
+    assert kernels.use_numba()
+    kernels.set_backend("reference")
+    assert not kernels.use_numba() and kernels.backend() == "reference"
+    with pytest.raises(ValueError, match="expected one of"):
+        kernels.set_backend("cuda")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_whole_conv_layer_same_on_both_backends(dtype, monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 8, 17, 17)).astype(dtype)
+    g = rng.standard_normal((4, 16, 9, 9)).astype(dtype)
+    results = []
+    for backend in ("reference", "numba"):
+        monkeypatch.setattr(kernels, "_backend", backend)
+        nn.manual_seed(0)
+        conv = nn.Conv2d(8, 16, (3, 5), stride=2, padding=(1, 2)).to(dtype)
+        results.append((conv(x), conv.backward(g), conv.weight.grad))
+    for ref, fast in zip(*results):
+        np.testing.assert_allclose(fast, ref, rtol=TOL[dtype], atol=TOL[dtype] * 10)

@@ -1,0 +1,144 @@
+"""Module plumbing: registration order, names, modes, state_dict, casting, containers."""
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+import nn
+from nn.gradcheck import check_module
+from tests.conftest import assert_gradients_ok
+
+
+def small_net():
+    return nn.Sequential(OrderedDict(
+        conv=nn.Conv2d(2, 3, 3, padding=1, bias=False),
+        bn=nn.BatchNorm2d(3),
+        relu=nn.ReLU(),
+        pool=nn.AdaptiveAvgPool2d(1),
+        flat=nn.Flatten(),
+        drop=nn.Dropout(0.5),
+        fc=nn.Linear(3, 4),
+    ))
+
+
+def test_named_parameters_follow_definition_order_with_torch_names():
+    names = [n for n, _ in small_net().named_parameters()]
+    assert names == ["conv.weight", "bn.weight", "bn.bias", "fc.weight", "fc.bias"]
+
+
+def test_state_dict_has_buffers_after_parameters_per_module():
+    sd = small_net().state_dict()
+    assert list(sd) == ["conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var",
+                        "bn.num_batches_tracked", "fc.weight", "fc.bias"]
+    assert sd["bn.num_batches_tracked"].dtype == np.int64
+
+
+def test_state_dict_round_trip_restores_outputs(rng):
+    a, b = small_net(), small_net()
+    x = rng.standard_normal((4, 2, 5, 5)).astype(np.float32)
+    a(x)  # moves running statistics away from their initial values
+    a.eval()
+    b.load_state_dict(a.state_dict())
+    b.eval()
+    np.testing.assert_array_equal(a(x), b(x))
+
+
+def test_state_dict_is_a_copy():
+    net = small_net()
+    sd = net.state_dict()
+    sd["fc.weight"][...] = 7
+    assert not np.any(net.fc.weight.data == 7)
+
+
+def test_load_state_dict_names_missing_and_unexpected_keys():
+    net = small_net()
+    sd = net.state_dict()
+    del sd["bn.running_var"]
+    sd["extra.weight"] = np.zeros(3)
+    with pytest.raises(KeyError) as err:
+        net.load_state_dict(sd)
+    assert "missing keys (1): bn.running_var" in str(err.value)
+    assert "unexpected keys (1): extra.weight" in str(err.value)
+
+
+def test_load_state_dict_refuses_shape_mismatch_and_changes_nothing():
+    net = small_net()
+    before = net.state_dict()
+    sd = net.state_dict()
+    sd["bn.weight"] = np.full(3, 5.0)
+    sd["fc.weight"] = np.zeros((4, 5))
+    with pytest.raises(ValueError, match=r"'fc.weight' has shape \(4, 5\), the model expects \(4, 3\)"):
+        net.load_state_dict(sd)
+    np.testing.assert_array_equal(net.bn.weight.data, before["bn.weight"])
+
+
+def test_train_eval_propagate_to_every_descendant():
+    net = small_net()
+    net.eval()
+    assert not any(m.training for m in net.modules())
+    net.train()
+    assert all(m.training for m in net.modules())
+
+
+def test_to_float64_casts_parameters_grads_and_float_buffers_only():
+    net = small_net().double()
+    for p in net.parameters():
+        assert p.data.dtype == np.float64 and p.grad.dtype == np.float64
+    assert net.bn.running_mean.data.dtype == np.float64
+    assert net.bn.num_batches_tracked.data.dtype == np.int64
+    with pytest.raises(ValueError, match="floating dtype"):
+        net.to(np.int32)
+
+
+def test_input_dtype_must_match_parameters(rng):
+    net = small_net()
+    with pytest.raises(ValueError, match=r"input is float64 but the parameters are float32"):
+        net(rng.standard_normal((2, 2, 4, 4)))
+
+
+def test_zero_grad_and_gradients_accumulate(rng):
+    net = small_net().double()
+    x = rng.standard_normal((4, 2, 5, 5))
+    g = rng.standard_normal((4, 4))
+    net.drop.reseed(0)
+    net(x)
+    net.backward(g)
+    once = {n: p.grad.copy() for n, p in net.named_parameters()}
+    net.backward(g)  # a second backward adds the same gradients again
+    for n, p in net.named_parameters():
+        np.testing.assert_allclose(p.grad, 2 * once[n], rtol=1e-12, atol=1e-15)
+    net.zero_grad()
+    assert all(not p.grad.any() for p in net.parameters())
+
+
+def test_concat_stacks_branches_and_sums_their_input_gradients(rng):
+    x = rng.standard_normal((2, 3, 6, 6))
+    block = nn.Concat(
+        nn.Conv2d(3, 4, 1),
+        nn.Sequential(nn.Conv2d(3, 2, 1), nn.Conv2d(2, 5, 3, padding=1)),
+        nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.Conv2d(3, 1, 1)),
+    ).double()
+    y = block(x)
+    assert y.shape == (2, 10, 6, 6)
+    np.testing.assert_array_equal(y[:, :4], block.branches[0](x))
+    assert_gradients_ok(check_module(block, x), 1e-6)
+
+
+def test_concat_refuses_branches_of_different_sizes(rng):
+    block = nn.Concat(nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 3))
+    with pytest.raises(ValueError, match="spatial size"):
+        block(rng.standard_normal((1, 3, 5, 5)).astype(np.float32))
+
+
+@pytest.mark.parametrize("layer", [
+    nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1), nn.MaxPool2d(2), nn.AvgPool2d(2),
+    nn.AdaptiveAvgPool2d(1), nn.Linear(1, 1), nn.ReLU(), nn.Dropout(), nn.Flatten(),
+    nn.Identity(), nn.Concat(nn.Identity()), nn.CrossEntropyLoss()])
+def test_backward_before_forward_is_a_clear_error(layer):
+    with pytest.raises(RuntimeError, match=r"backward called before forward"):
+        layer.backward(np.zeros((1, 1, 1, 1), np.float32))
+
+
+def test_repr_shows_the_tree():
+    text = repr(small_net())
+    assert "(conv): Conv2d(2, 3, kernel_size=(3, 3)" in text and "(fc): Linear(in_features=3" in text
