@@ -267,12 +267,15 @@ class Sequential(Module):
 class Concat(Module):
     """Parallel branches on the same input, outputs concatenated on channels (axis 1).
 
-    The shape of every Inception block. A fork in forward is a sum in backward: the upstream
-    gradient is split by the branches' output widths and the branches' input gradients add up.
-    Shapes: x (N, C, H, W) -> y (N, sum(C_b), H', W'). Cache: each branch's output width.
+    The shape of every Inception block. Branches run in the order they are given (the order of
+    their parameters); `order` (branch names) sets a different concatenation order, e.g. an
+    Inception block that runs its 3x3 branch first but puts its 1x1 branch first in the output.
+    A fork in forward is a sum in backward: the upstream gradient is split by the branches'
+    output widths and the branches' input gradients add up.
+    Shapes: x (N, C, H, W) -> y (N, sum(C_b), H', W').   Cache: each branch's output width.
     """
 
-    def __init__(self, *branches):
+    def __init__(self, *branches, order=None):
         super().__init__()
         if len(branches) == 1 and isinstance(branches[0], OrderedDict):
             items = branches[0].items()
@@ -282,22 +285,26 @@ class Concat(Module):
             setattr(self, name, b)
         if not self._modules:
             raise ValueError("Concat: expected at least one branch")
+        self.order = list(order) if order is not None else list(self._modules)
+        if sorted(self.order) != sorted(self._modules):
+            raise ValueError(f"Concat: order {self.order} must name each branch "
+                             f"{list(self._modules)} once")
 
     @property
     def branches(self):
         return list(self._modules.values())
 
     def forward(self, x):
-        outs = [b(x) for b in self.branches]
-        spatial = {o.shape[2:] for o in outs}
+        outs = {name: b(x) for name, b in self._modules.items()}
+        spatial = {o.shape[2:] for o in outs.values()}
         if len(spatial) != 1:
-            widths = ", ".join(f"{n}: {o.shape}" for n, o in zip(self._modules, outs))
-            raise ValueError(f"Concat: branch outputs differ in spatial size ({widths})")
-        self.cache = [o.shape[1] for o in outs]
-        return np.concatenate(outs, axis=1)
+            sizes = ", ".join(f"{n}: {o.shape}" for n, o in outs.items())
+            raise ValueError(f"Concat: branch outputs differ in spatial size ({sizes})")
+        self.cache = {"widths": [outs[name].shape[1] for name in self.order]}
+        return np.concatenate([outs[name] for name in self.order], axis=1)
 
     def backward(self, dout):
-        widths = self.saved()
-        cuts = np.cumsum(widths)[:-1]
-        pieces = np.split(dout, cuts, axis=1)
-        return sum(b.backward(np.ascontiguousarray(d)) for b, d in zip(self.branches, pieces))
+        widths = self.saved()["widths"]
+        pieces = dict(zip(self.order, np.split(dout, np.cumsum(widths)[:-1], axis=1)))
+        return sum(b.backward(np.ascontiguousarray(pieces[name]))
+                   for name, b in reversed(self._modules.items()))

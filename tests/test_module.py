@@ -142,3 +142,33 @@ def test_backward_before_forward_is_a_clear_error(layer):
 def test_repr_shows_the_tree():
     text = repr(small_net())
     assert "(conv): Conv2d(2, 3, kernel_size=(3, 3)" in text and "(fc): Linear(in_features=3" in text
+
+
+def test_concat_order_sets_the_output_order_not_the_run_order(rng):
+    calls = []
+
+    class Tag(nn.Identity):
+        def __init__(self, tag, width):
+            super().__init__()
+            self.tag, self.width = tag, width
+
+        def forward(self, x):
+            calls.append(self.tag)
+            self.cache = {}
+            return np.full((x.shape[0], self.width) + x.shape[2:], float(self.tag))
+
+        def backward(self, dout):
+            calls.append(-self.tag)
+            assert dout.shape[1] == self.width
+            return dout.sum(axis=1, keepdims=True) * self.tag
+
+    block = nn.Concat(OrderedDict(a=Tag(1, 2), b=Tag(2, 1), c=Tag(3, 3)), order=["c", "a", "b"])
+    y = block(np.zeros((1, 1, 2, 2)))
+    assert calls == [1, 2, 3]
+    np.testing.assert_array_equal(y[0, :, 0, 0], [3, 3, 3, 1, 1, 2])
+    dout = np.arange(6.0).reshape(1, 6, 1, 1) * np.ones((1, 6, 2, 2))
+    dx = block.backward(dout)
+    # c gets channels 0-2 (sum 3), a gets 3-4 (sum 7), b gets 5: dx = 3*3 + 1*7 + 2*5
+    np.testing.assert_array_equal(dx, np.full((1, 1, 2, 2), 26.0))
+    with pytest.raises(ValueError, match="must name each branch"):
+        nn.Concat(OrderedDict(a=nn.Identity()), order=["a", "b"])

@@ -1,0 +1,99 @@
+"""The building blocks both Inception networks share: conv-BN-ReLU, branch chains, aux heads.
+
+Every convolution in both models is Conv2d(bias=False) -> BatchNorm2d -> ReLU (the bias would
+be cancelled by BN's mean subtraction). A branch is a chain of such units, written as a list of
+specs (C_out, kernel, stride, padding), so that the model files can show every width in one place.
+"""
+from collections import OrderedDict
+
+import nn
+
+
+def scaled(channels, width):
+    """A channel count under the width multiplier (at least 1): small copies keep the topology."""
+    return max(1, int(round(channels * width)))
+
+
+def conv_bn_relu(c_in, c_out, kernel_size, stride=1, padding=0):
+    """Conv2d (no bias) -> BatchNorm2d (eps 1e-5, momentum 0.1) -> ReLU."""
+    return nn.Sequential(OrderedDict(
+        conv=nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=padding, bias=False),
+        bn=nn.BatchNorm2d(c_out),
+        relu=nn.ReLU(),
+    ))
+
+
+def chain(c_in, specs, width=1.0, pool=None):
+    """A branch: an optional leading pooling layer, then conv_bn_relu units from specs.
+
+    specs: [(C_out, kernel, stride, padding), ...]; C_out is scaled by `width`. Returns the
+    Sequential and its output width (the input width for a pool-only branch).
+    """
+    layers = [pool] if pool is not None else []
+    for c_out, kernel, stride, padding in specs:
+        c_out = scaled(c_out, width)
+        layers.append(conv_bn_relu(c_in, c_out, kernel, stride, padding))
+        c_in = c_out
+    if pool is not None and not specs:
+        layers.append(nn.Identity())  # the pool branch passes through, as the table shows
+    return nn.Sequential(*layers), c_in
+
+
+class InceptionBlock(nn.Concat):
+    """An Inception module: parallel branches concatenated on channels (a Concat that the
+    summary lists as a row of its own, as the Inception-V2 table does)."""
+
+    summary_name = "InceptionBlock"
+
+
+class AuxPool(nn.Module):
+    """The aux heads' average pool 5x5/3, or adaptive pooling to the same output size when the
+    input is not the seed's size, so that the aux head keeps its parameter count at any size."""
+
+    def __init__(self, out_size, kernel_size=5, stride=3):
+        super().__init__()
+        self.out_size = out_size
+        self.fixed = nn.AvgPool2d(kernel_size, stride)
+        self.adaptive = nn.AdaptiveAvgPool2d(out_size)
+
+    def _pick(self, x):
+        H, W = x.shape[2:]
+        fits = min(H, W) >= self.fixed.kernel_size[0]
+        if fits and self.fixed.output_size(H, W) == (self.out_size, self.out_size):
+            return self.fixed
+        return self.adaptive
+
+    def forward(self, x):
+        pool = self._pick(x)
+        self.cache = {"pool": pool}
+        return pool(x)
+
+    def backward(self, dout):
+        return self.saved()["pool"].backward(dout)
+
+
+def aux_head(c_in, grid, num_classes, width=1.0, hidden_relu_dropout=None):
+    """Auxiliary classifier: pool to grid x grid, 1x1 conv 128 (+BN+ReLU), flatten, Linear 1024,
+    [ReLU, Dropout(p) when hidden_relu_dropout=p], Linear num_classes."""
+    c_mid, hidden = scaled(128, width), scaled(1024, width)
+    layers = OrderedDict(
+        pool=AuxPool(grid),
+        conv=conv_bn_relu(c_in, c_mid, 1),
+        flatten=nn.Flatten(),
+        fc1=nn.Linear(c_mid * grid * grid, hidden),
+    )
+    if hidden_relu_dropout is not None:
+        layers["relu"] = nn.ReLU()
+        layers["dropout"] = nn.Dropout(hidden_relu_dropout)
+    layers["fc2"] = nn.Linear(hidden, num_classes)
+    return nn.Sequential(layers)
+
+
+def check_input_size(model, x, min_size):
+    """A clear error for an input that is not (N, 3, H, W) or is smaller than the model's minimum."""
+    if not hasattr(x, "ndim") or x.ndim != 4 or x.shape[1] != model.in_channels:
+        raise ValueError(f"{type(model).__name__}: expected input of shape (N, {model.in_channels}, H, W), "
+                         f"got {getattr(x, 'shape', type(x).__name__)}")
+    if min(x.shape[2:]) < min_size:
+        raise ValueError(f"{type(model).__name__}: input {x.shape[2]}x{x.shape[3]} is too small; the "
+                         f"smallest that keeps every feature map non-empty is {min_size}x{min_size}")
