@@ -1,0 +1,83 @@
+"""Batches of ready-to-use (x, y), prepared one at a time, optionally a batch ahead in a thread."""
+import queue
+import threading
+
+import numpy as np
+
+from .transforms import prepare_batch
+
+
+class BatchLoader:
+    """Iterate (x float32 (B, 3, S, S), y int64 (B,)) over uint8 images, one epoch per iteration.
+
+    Shuffling is seeded by (seed, epoch), so epoch e has the same order in a resumed run as in
+    an uninterrupted one; `set_epoch(e)` picks it. Memory holds the raw images plus a few
+    batches, whatever the image size. prefetch=True prepares the next batch in a background
+    thread while the model computes on this one (NumPy releases the GIL in the heavy parts).
+    """
+
+    def __init__(self, images, labels, batch_size, image_size, mean, std, shuffle=False,
+                 seed=0, drop_last=False, augment_shift=0, prefetch=False):
+        if len(images) != len(labels):
+            raise ValueError(f"BatchLoader: {len(images)} images but {len(labels)} labels")
+        if batch_size < 1:
+            raise ValueError(f"BatchLoader: batch_size must be >= 1, got {batch_size}")
+        self.images, self.labels = images, labels
+        self.batch_size, self.image_size = batch_size, image_size
+        self.mean, self.std = mean, std
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.augment_shift, self.prefetch = augment_shift, prefetch
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        n = len(self.images)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _batches(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.images)) if self.shuffle else np.arange(len(self.images))
+        aug_rng = rng if self.augment_shift else None
+        for b in range(len(self)):
+            idx = np.sort(order[b * self.batch_size:(b + 1) * self.batch_size])
+            x = prepare_batch(self.images[idx], self.image_size, self.mean, self.std,
+                              aug_rng, self.augment_shift)
+            yield x, self.labels[idx]
+
+    def __iter__(self):
+        if not self.prefetch:
+            yield from self._batches()
+            return
+        q = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        done = object()
+
+        def work():
+            try:
+                for item in self._batches():
+                    if stop.is_set():
+                        return
+                    q.put(item)
+            except BaseException as err:  # handed to the consumer, never lost in the thread
+                q.put(err)
+            q.put(done)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    thread.join(0.05)
