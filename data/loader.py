@@ -10,10 +10,12 @@ from .transforms import prepare_batch
 class BatchLoader:
     """Iterate (x float32 (B, 3, S, S), y int64 (B,)) over uint8 images, one epoch per iteration.
 
-    Shuffling is seeded by (seed, epoch), so epoch e has the same order in a resumed run as in
-    an uninterrupted one; `set_epoch(e)` picks it. Memory holds the raw images plus a few
-    batches, whatever the image size. prefetch=True prepares the next batch in a background
-    thread while the model computes on this one (NumPy releases the GIL in the heavy parts).
+    Shuffling is seeded by (seed, epoch) and augmentation by (seed, epoch, batch), so a resumed
+    run sees exactly the batches an uninterrupted one does; `set_epoch(e)` picks the epoch and
+    `start_batch` skips the batches an interrupted epoch had already done. Memory holds the
+    raw images plus a few batches, whatever the image size. prefetch=True prepares the next
+    batch in a background thread while the model computes on this one (NumPy releases the GIL
+    in the heavy parts).
     """
 
     def __init__(self, images, labels, batch_size, image_size, mean, std, shuffle=False,
@@ -28,9 +30,10 @@ class BatchLoader:
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.augment_shift, self.prefetch = augment_shift, prefetch
         self.epoch = 0
+        self.start_batch = 0
 
-    def set_epoch(self, epoch):
-        self.epoch = epoch
+    def set_epoch(self, epoch, start_batch=0):
+        self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self):
         n = len(self.images)
@@ -39,9 +42,9 @@ class BatchLoader:
     def _batches(self):
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self.images)) if self.shuffle else np.arange(len(self.images))
-        aug_rng = rng if self.augment_shift else None
-        for b in range(len(self)):
+        for b in range(self.start_batch, len(self)):
             idx = np.sort(order[b * self.batch_size:(b + 1) * self.batch_size])
+            aug_rng = np.random.default_rng([self.seed, self.epoch, b]) if self.augment_shift else None
             x = prepare_batch(self.images[idx], self.image_size, self.mean, self.std,
                               aug_rng, self.augment_shift)
             yield x, self.labels[idx]
