@@ -27,6 +27,7 @@ from nn import optim
 
 from . import DEFAULT_IMAGE_SIZE, MODELS, build, min_image_size
 from .checkpoint import read_checkpoint, restore, save_checkpoint
+from .profile import format_profile, profile_step
 from .report import classification_report, confusion_matrix, markdown_report, plot_curves, report_json
 
 PRESETS = {
@@ -41,7 +42,7 @@ PRESETS = {
                  train_subset=None, val_fraction=0.1, lr_schedule="constant", warmup_epochs=0.0),
 }
 DEFAULTS = dict(dataset="mnist", download=True, seed=0, width=1.0, data_dir=None, output_dir=None, augment_shift=0,
-                lr_step_epochs=None, lr_gamma=0.1, clip_grad=None, print_freq=50, dry_run=False,
+                lr_step_epochs=None, lr_gamma=0.1, clip_grad=None, print_freq=50, dry_run=False, profile=False,
                 eval_batch_size=None, prefetch=True)
 
 
@@ -122,6 +123,8 @@ def build_parser():
                    help="batches between progress lines when not on a terminal")
     p.add_argument("--no-prefetch", dest="prefetch", action="store_false", default=S,
                    help="prepare batches in the main thread")
+    p.add_argument("--profile", action="store_true", default=S,
+                   help="print where the time of one training step goes (the second step)")
     p.add_argument("--dry-run", action="store_true", default=S,
                    help="one epoch of 2 training batches and 1 evaluation batch: checks the set-up")
     return p
@@ -366,8 +369,13 @@ def run(config, resume=None, log=print):
                 if step >= steps_per_epoch:
                     break
                 t = time.perf_counter()
-                loss, total, logits = train_step(model, x, y, criteria, config["aux_weight"], opt,
-                                                 config["clip_grad"])
+                one_step = lambda: train_step(model, x, y, criteria, config["aux_weight"], opt,
+                                              config["clip_grad"])
+                if config["profile"] and step == start_step + 1:  # the first step compiles kernels
+                    (loss, total, logits), timings = profile_step(model, one_step)
+                    log(format_profile(timings, len(y)))
+                else:
+                    loss, total, logits = one_step()
                 if not math.isfinite(total):
                     progress.close()
                     last = (f"the last good checkpoint is {ckpt_path} (epoch {meta['epoch']})"

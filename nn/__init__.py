@@ -24,9 +24,9 @@ from .activation import ReLU, Flatten, Identity
 from .dropout import Dropout
 from .loss import CrossEntropyLoss, log_softmax
 from .init import manual_seed
-from . import kernels, gradcheck
+from . import kernels, gradcheck, optim
 
 __all__ = ["Parameter", "Buffer", "Module", "Sequential", "Concat", "Conv2d", "BatchNorm1d",
            "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "ReLU",
            "Flatten", "Identity", "Dropout", "CrossEntropyLoss", "log_softmax", "manual_seed",
-           "kernels", "gradcheck"]
+           "kernels", "gradcheck", "optim"]

@@ -196,3 +196,32 @@ def test_evaluate_prints_the_same_report(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate_cli.main(["--checkpoint", str(tmp_path / "nope.npz")])
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+@needs_mini
+def test_profile_prints_where_the_step_goes(tmp_path):
+    lines = []
+    train_cli.run(tiny_config(tmp_path, epochs=1, profile=True), log=lines.append)
+    text = "\n".join(lines)
+    assert "profile of one training step, batch 16" in text
+    for row in ("Conv2d", "BatchNorm2d", "inception_3a", "aux_1"):
+        assert f"  {row} " in text
+
+
+def test_profile_self_times_add_up():
+    import models
+    import nn
+    from models.profile import profile_step
+    nn.manual_seed(0)
+    model = models.build("inception_v2", width=0.1)
+    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    y = np.arange(4)
+    opt = nn.optim.SGD(model.parameters(), lr=0.1)
+    criteria = [nn.CrossEntropyLoss() for _ in range(3)]
+    (loss, total, logits), t = profile_step(model, lambda: train_cli.train_step(model, x, y, criteria, 0.3, opt, None))
+    assert logits.shape == (4, 10) and np.isfinite(loss)
+    fwd = sum(s for (_, _, phase), s in t["modules"].items() if phase == "forward")
+    bwd = sum(s for (_, _, phase), s in t["modules"].items() if phase == "backward")
+    assert fwd == pytest.approx(t["forward"], rel=1e-6) and bwd == pytest.approx(t["backward"], rel=1e-6)
+    assert t["forward"] + t["backward"] < t["total"]
+    assert "forward" not in model.conv1.__dict__  # the timers are removed afterwards

@@ -1,0 +1,79 @@
+"""What every benchmark shares: timing, the machine's GEMM rate, torch (optional), the summary.
+
+Method: each measurement runs the operation once to warm up (Numba compilation or cache load,
+first-touch page faults), then `repeat` more times, and reports the median. Absolute times on a
+shared 2-core machine drift by up to 2x from minute to minute, so every figure is printed next to
+numpy's float32 GEMM rate measured in the same run, and torch (with --compare-torch) is timed in
+the same run on the same shapes, interleaved with ours.
+"""
+import importlib.util
+import math
+import resource
+import statistics
+import time
+
+import nn  # first: sets OPENBLAS_THREAD_TIMEOUT before NumPy loads
+import numpy as np
+
+
+def median_time(fn, repeat=5, warmup=1):
+    """Median wall time of fn() in seconds, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def gemm_gflops(n=2048, repeat=5):
+    """numpy's float32 matrix-product rate on this machine right now (GFLOP/s)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    return 2 * n ** 3 / median_time(lambda: a @ b, repeat) / 1e9
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def have_torch():
+    return importlib.util.find_spec("torch") is not None
+
+
+def import_torch(threads=2):
+    import torch
+    torch.set_num_threads(threads)
+    return torch
+
+
+def ratio_line(ratios):
+    """The tracked last line: torch time / our time (above 1: we are faster)."""
+    ratios = [r for r in ratios if r > 0]
+    if not ratios:
+        return "vs torch (throughput ratio): no measurements"
+    geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    return f"vs torch (throughput ratio): min {min(ratios):.2f}, geomean {geomean:.2f}"
+
+
+def blas_description():
+    """Which BLAS kernel numpy runs (it matters: OPENBLAS_CORETYPE=Haswell halves the GEMM rate
+    on an AVX-512 machine), when threadpoolctl is installed to tell."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return "BLAS: (pip install threadpoolctl to show which kernel)"
+    infos = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    return "BLAS: " + ", ".join(f"{i['internal_api']} {i.get('architecture', '?')} x{i['num_threads']}"
+                                for i in infos)
+
+
+def header(title):
+    import numba
+    print(f"# {title}")
+    print(f"numpy {np.__version__}, numba {numba.__version__}, kernels: {nn.kernels.backend()}; "
+          + blas_description())
+    print(f"numpy float32 GEMM (2048^3): {gemm_gflops():.0f} GFLOP/s")

@@ -1,0 +1,123 @@
+"""One full training step (forward with aux heads, loss, backward, AdamW) of each model, float32.
+
+    python -m benchmarks.train_step                         # V2 96/b32, V2 224/b8, V3 75/b32, V3 299/b8
+    python -m benchmarks.train_step --compare-torch         # PyTorch on the same network, same run
+    python -m benchmarks.train_step --config inception_v3:299:8
+
+Each configuration runs in a fresh subprocess, so its peak RSS is its own. Images/s are the
+median of --repeat steps after one warm-up step; GFLOP/s count 3 x 2 x the multiply-adds of the
+forward pass (backward costs about twice the forward); % of peak is against numpy's float32 GEMM
+rate measured in the same run. Eval images/s: eval-mode forward passes.
+"""
+import argparse
+import json
+import subprocess
+import sys
+
+from .common import gemm_gflops, have_torch, header, ratio_line
+
+CONFIGS = ["inception_v2:96:32", "inception_v2:224:8", "inception_v3:75:32", "inception_v3:299:8"]
+
+
+def measure_ours(model_name, size, batch, repeat):
+    import nn
+    import numpy as np
+
+    import models
+    from models.summary import summary_rows
+    from models.train import train_step
+    from nn import optim
+
+    from .common import median_time, peak_rss_mb
+    nn.manual_seed(0)
+    model = models.build(model_name)
+    _, mult_adds = summary_rows(model, (3, size, size))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    opt = optim.AdamW(model.parameters(), lr=1e-4)
+    criteria = [nn.CrossEntropyLoss(label_smoothing=1e-4) for _ in range(3)]
+    step = median_time(lambda: train_step(model, x, y, criteria, 0.3, opt, None), repeat)
+    model.eval()
+    evaluation = median_time(lambda: model(x), repeat)
+    return {"step_s": step, "eval_s": evaluation, "mult_adds": mult_adds, "rss_mb": peak_rss_mb()}
+
+
+def measure_torch(model_name, size, batch, repeat):
+    import nn
+    import numpy as np
+
+    import models
+
+    from .common import import_torch, median_time, peak_rss_mb
+    from .torch_reference import convert
+    torch = import_torch()
+    model = convert(models.build(model_name), copy_weights=False)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((batch, 3, size, size), dtype=np.float32))
+    y = torch.from_numpy(rng.integers(0, 10, batch))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ce = torch.nn.CrossEntropyLoss(label_smoothing=1e-4)
+
+    def step():
+        opt.zero_grad()
+        main, *aux = model(x)
+        (ce(main, y) + 0.3 * sum(ce(a, y) for a in aux)).backward()
+        opt.step()
+    model.train()
+    step_s = median_time(step, repeat)
+    model.eval()
+    with torch.no_grad():
+        eval_s = median_time(lambda: model(x), repeat)
+    return {"step_s": step_s, "eval_s": eval_s, "rss_mb": peak_rss_mb()}
+
+
+def run_child(framework, config, repeat):
+    out = subprocess.run([sys.executable, "-m", "benchmarks.train_step", "--child", framework, config,
+                          "--repeat", str(repeat)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{framework} {config} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.train_step", description=__doc__.split("\n")[0])
+    p.add_argument("--config", action="append", help="model:size:batch (repeatable)")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--compare-torch", action="store_true")
+    p.add_argument("--child", nargs=2, metavar=("FRAMEWORK", "CONFIG"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        framework, config = args.child
+        name, size, batch = config.split(":")
+        fn = measure_ours if framework == "ours" else measure_torch
+        print(json.dumps(fn(name, int(size), int(batch), args.repeat)))
+        return
+    if args.compare_torch and not have_torch():
+        p.error("--compare-torch needs torch (pip install torch==2.13.0)")
+    header("Training step: forward (with aux heads), loss, backward, AdamW; float32")
+    peak = gemm_gflops()
+    print(f"{'config':22s} {'img/s':>7s} {'GFLOP/s':>8s} {'% GEMM':>7s} {'peak MB':>8s} {'eval img/s':>10s}"
+          + ("   torch img/s  peak MB  eval img/s  ratio  mem ratio" if args.compare_torch else ""))
+    ratios = []
+    for config in args.config or CONFIGS:
+        batch = int(config.split(":")[2])
+        r = run_child("ours", config, args.repeat)
+        ips = batch / r["step_s"]
+        gflops = 3 * 2 * r["mult_adds"] * batch / r["step_s"] / 1e9
+        line = (f"{config:22s} {ips:7.1f} {gflops:8.0f} {100 * gflops / peak:6.0f}% {r['rss_mb']:8.0f} "
+                f"{batch / r['eval_s']:10.1f}")
+        if args.compare_torch:
+            t = run_child("torch", config, args.repeat)
+            tips = batch / t["step_s"]
+            ratios.append(ips / tips)
+            line += (f"   {tips:11.1f} {t['rss_mb']:8.0f} {batch / t['eval_s']:11.1f} {ips / tips:6.2f} "
+                     f"{r['rss_mb'] / t['rss_mb']:10.2f}")
+        print(line, flush=True)
+    if args.compare_torch:
+        print()
+        print("training step " + ratio_line(ratios))
+
+
+if __name__ == "__main__":
+    main()
