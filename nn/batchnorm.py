@@ -6,9 +6,36 @@ prediction never depends on what else is in the batch.
 """
 import numpy as np
 
-from . import init
+from . import init, kernels
 from ._checks import check_input
 from .module import Buffer, Module, Parameter
+
+
+def batchnorm_stats_reference(x3):
+    """mean[c] = mean of x3[:, c, :];  var[c] = mean of (x3[:, c, :] - mean[c])**2 (biased)"""
+    mean = x3.mean(axis=(0, 2))
+    centred = x3 - mean[None, :, None]
+    return mean, (centred * centred).mean(axis=(0, 2))
+
+
+def batchnorm_normalize_reference(x3, mean, inv_std, gamma, beta, x_hat, y):
+    """x_hat = (x - mean[c]) * inv_std[c];  y = gamma[c] * x_hat + beta[c]"""
+    np.multiply(x3 - mean[None, :, None], inv_std[None, :, None], out=x_hat)
+    np.add(x_hat * gamma[None, :, None], beta[None, :, None], out=y)
+    return x_hat, y
+
+
+def batchnorm_backward_reference(dout3, x_hat, gamma, inv_std, batch_stats, dx):
+    """dbeta = sum(dout); dgamma = sum(dout*x_hat); dx = gamma*inv_std/m * (m*dout - dbeta - x_hat*dgamma)"""
+    m = dout3.shape[0] * dout3.shape[2]
+    dbeta = dout3.sum(axis=(0, 2))
+    dgamma = (dout3 * x_hat).sum(axis=(0, 2))
+    scale = (gamma * inv_std)[None, :, None]
+    if batch_stats:
+        dx[...] = scale / m * (m * dout3 - dbeta[None, :, None] - x_hat * dgamma[None, :, None])
+    else:  # the statistics are constants: only the direct path remains
+        dx[...] = scale * dout3
+    return dgamma, dbeta
 
 
 class _BatchNorm(Module):
@@ -59,28 +86,32 @@ class _BatchNorm(Module):
 
     def forward(self, x):
         self._check(x)
-        axes = (0,) + tuple(range(2, x.ndim))       # every axis but the channel axis
-        bshape = (1, -1) + (1,) * (x.ndim - 2)      # a (C,) vector broadcast against x
-        m = x.size // x.shape[1]
+        x3 = np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)   # (N, C, L), L = H*W
+        m = x3.shape[0] * x3.shape[2]
         use_batch_stats = self.training or not self.track_running_stats
         if use_batch_stats:
             if m <= 1:
                 raise ValueError(f"{self._describe()}: expected more than 1 value per channel "
                                  f"when training, got input shape {x.shape}")
-            mu = x.mean(axis=axes)
-            xc = x - mu.reshape(bshape)
-            var = np.mean(xc * xc, axis=axes)       # biased, as in the paper's Alg. 1
+            mean, var = kernels.twin(batchnorm_stats_reference)(x3)  # biased, as in Alg. 1
             if self.training and self.track_running_stats:
-                self._update_running(mu, var, m)
+                self._update_running(mean, var, m)
         else:
-            mu, var = self.running_mean.data, self.running_var.data
-            xc = x - mu.reshape(bshape)
-        inv_std = 1.0 / np.sqrt(var + self.eps)
-        x_hat = xc * inv_std.reshape(bshape)
-        self.cache = {"x_hat": x_hat, "inv_std": inv_std, "batch_stats": use_batch_stats}
-        if not self.affine:
-            return x_hat
-        return x_hat * self.weight.data.reshape(bshape) + self.bias.data.reshape(bshape)
+            mean, var = self.running_mean.data, self.running_var.data
+        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
+        gamma, beta = self._affine(x.dtype)
+        x_hat, y = np.empty_like(x3), np.empty_like(x3)
+        kernels.twin(batchnorm_normalize_reference)(x3, mean.astype(x.dtype), inv_std, gamma, beta,
+                                                    x_hat, y)
+        self.cache = {"x_hat": x_hat, "inv_std": inv_std, "batch_stats": use_batch_stats,
+                      "shape": x.shape}
+        return y.reshape(x.shape)
+
+    def _affine(self, dtype):
+        """(gamma, beta), or (1, 0) for affine=False."""
+        if self.affine:
+            return self.weight.data, self.bias.data
+        return np.ones(self.num_features, dtype), np.zeros(self.num_features, dtype)
 
     def _update_running(self, mu, var, m):
         self.num_batches_tracked.data += 1
@@ -93,23 +124,19 @@ class _BatchNorm(Module):
 
     def backward(self, dout):
         cache = self.saved()
-        x_hat, inv_std = cache["x_hat"], cache["inv_std"]
-        if dout.shape != x_hat.shape:
-            raise ValueError(f"{self._describe()}.backward: expected dout of shape {x_hat.shape}, "
+        x_hat, shape = cache["x_hat"], cache["shape"]
+        if dout.shape != shape:
+            raise ValueError(f"{self._describe()}.backward: expected dout of shape {shape}, "
                              f"got {dout.shape}")
-        axes = (0,) + tuple(range(2, dout.ndim))
-        bshape = (1, -1) + (1,) * (dout.ndim - 2)
-        m = dout.size // dout.shape[1]
-        dbeta = dout.sum(axis=axes)
-        dgamma = (dout * x_hat).sum(axis=axes)
-        gamma = self.weight.data if self.affine else np.ones_like(inv_std)
+        dout3 = np.ascontiguousarray(dout).reshape(x_hat.shape)
+        dx = np.empty_like(x_hat)
+        gamma, _ = self._affine(dout.dtype)
+        dgamma, dbeta = kernels.twin(batchnorm_backward_reference)(
+            dout3, x_hat, gamma, cache["inv_std"], cache["batch_stats"], dx)
         if self.affine:
             self.weight.grad += dgamma
             self.bias.grad += dbeta
-        if not cache["batch_stats"]:
-            return dout * (gamma * inv_std).reshape(bshape)
-        scale = (gamma * inv_std / m).reshape(bshape)
-        return scale * (m * dout - dbeta.reshape(bshape) - x_hat * dgamma.reshape(bshape))
+        return dx.reshape(shape)
 
 
 class BatchNorm2d(_BatchNorm):

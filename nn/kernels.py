@@ -45,6 +45,14 @@ def use_numba():
     return _backend == "numba"
 
 
+def twin(reference):
+    """The one switch: the function a layer calls for `reference` (named <op>_reference) is its
+    Numba twin <op>_numba when the Numba backend is on, else the reference itself."""
+    if _backend == "numba":
+        return globals()[reference.__name__.replace("_reference", "_numba")]
+    return reference
+
+
 set_backend("reference" if not HAVE_NUMBA or os.environ.get("NN_KERNELS") == "reference"
             else "numba")
 
@@ -152,4 +160,115 @@ if HAVE_NUMBA:
                 for w in range(W_out):
                     k = argmax[n, c, h, w]
                     dx[n, c, k // W, k % W] += dout[n, c, h, w]
+        return dx
+
+    @njit(parallel=True, cache=True)
+    def batchnorm_stats_numba(x3):
+        """mean[c] = mean of x3[:, c, :];  var[c] = mean of (x3[:, c, :] - mean[c])**2 (biased)"""
+        N, C, L = x3.shape
+        mean = np.empty(C, x3.dtype)
+        var = np.empty(C, x3.dtype)
+        for c in prange(C):  # one channel per thread; sums in float64 for accuracy
+            total = 0.0
+            for n in range(N):
+                for i in range(L):
+                    total += x3[n, c, i]
+            mu = total / (N * L)
+            sq = 0.0
+            for n in range(N):
+                for i in range(L):
+                    d = x3[n, c, i] - mu
+                    sq += d * d
+            mean[c] = mu
+            var[c] = sq / (N * L)
+        return mean, var
+
+    @njit(parallel=True, cache=True)
+    def batchnorm_normalize_numba(x3, mean, inv_std, gamma, beta, x_hat, y):
+        """x_hat = (x - mean[c]) * inv_std[c];  y = gamma[c] * x_hat + beta[c]"""
+        N, C, L = x3.shape
+        for nc in prange(N * C):
+            n = nc // C
+            c = nc % C
+            for i in range(L):
+                h = (x3[n, c, i] - mean[c]) * inv_std[c]
+                x_hat[n, c, i] = h
+                y[n, c, i] = gamma[c] * h + beta[c]
+        return x_hat, y
+
+    @njit(parallel=True, cache=True)
+    def batchnorm_backward_numba(dout3, x_hat, gamma, inv_std, batch_stats, dx):
+        """dbeta = sum(dout); dgamma = sum(dout*x_hat); dx = gamma*inv_std/m * (m*dout - dbeta - x_hat*dgamma)"""
+        N, C, L = dout3.shape
+        m = N * L
+        dgamma = np.empty(C, dout3.dtype)
+        dbeta = np.empty(C, dout3.dtype)
+        for c in prange(C):
+            sg = 0.0
+            sgx = 0.0
+            for n in range(N):
+                for i in range(L):
+                    sg += dout3[n, c, i]
+                    sgx += dout3[n, c, i] * x_hat[n, c, i]
+            dbeta[c] = sg
+            dgamma[c] = sgx
+            scale = gamma[c] * inv_std[c]
+            if batch_stats:
+                for n in range(N):
+                    for i in range(L):
+                        dx[n, c, i] = scale / m * (m * dout3[n, c, i] - sg - x_hat[n, c, i] * sgx)
+            else:
+                for n in range(N):
+                    for i in range(L):
+                        dx[n, c, i] = scale * dout3[n, c, i]
+        return dgamma, dbeta
+
+    @njit(parallel=True, cache=True)
+    def avgpool_numba(x, KH, KW, stride, padding, divisor, y):
+        """y[n, c, h, w] = sum of the zero-padded window starting at (h*sh - ph, w*sw - pw) / divisor[h, w]"""
+        N, C, H, W = x.shape
+        H_out, W_out = divisor.shape
+        sh, sw = stride
+        ph, pw = padding
+        for plane in prange(N * C):
+            n = plane // C
+            c = plane % C
+            for h in range(H_out):
+                for w in range(W_out):
+                    total = 0.0
+                    for i in range(KH):
+                        hi = h * sh + i - ph
+                        if hi < 0 or hi >= H:
+                            continue
+                        for j in range(KW):
+                            wi = w * sw + j - pw
+                            if wi >= 0 and wi < W:
+                                total += x[n, c, hi, wi]
+                    y[n, c, h, w] = total / divisor[h, w]
+        return y
+
+    @njit(parallel=True, cache=True)
+    def avgpool_backward_numba(dout, KH, KW, stride, padding, divisor, dx):
+        """dx[n, c, window of (h, w)] += dout[n, c, h, w] / divisor[h, w] (overlapping windows add up)"""
+        N, C, H, W = dx.shape
+        H_out, W_out = divisor.shape
+        sh, sw = stride
+        ph, pw = padding
+        for plane in prange(N * C):  # each plane's windows only reach that plane of dx
+            n = plane // C
+            c = plane % C
+            for hh in range(H):
+                for ww in range(W):
+                    dx[n, c, hh, ww] = 0.0
+            for h in range(H_out):
+                for w in range(W_out):
+                    share = dout[n, c, h, w] / divisor[h, w]
+                    for i in range(KH):
+                        hi = h * sh + i - ph
+                        if hi < 0 or hi >= H:
+                            continue
+                        for j in range(KW):
+                            wi = w * sw + j - pw
+                            if wi >= 0 and wi < W:
+                                dx[n, c, hi, wi] += share
         return dx

@@ -6,7 +6,8 @@ Output size per axis, floor mode as a convolution; ceil mode (PyTorch's rule):
 
 The references below work one kernel offset (i, j) at a time: each offset is one strided slice
 of the padded input covering all windows at once, so there are KH*KW NumPy operations per call,
-never a Python loop over pixels. Max pooling's Numba twins are in nn/kernels.py.
+never a Python loop over pixels. Their Numba twins (max and average pooling) are in
+nn/kernels.py.
 """
 import math
 
@@ -73,15 +74,30 @@ def maxpool_backward_reference(dout, argmax, dx):
     return dx
 
 
-def maxpool(x, KH, KW, stride, padding, dilation, H_out, W_out, y, argmax):
-    """The switch: the Numba twin when enabled, else the reference. Layers call only this."""
-    fn = kernels.maxpool_numba if kernels.use_numba() else maxpool_reference
-    return fn(x, KH, KW, stride, padding, dilation, H_out, W_out, y, argmax)
+def avgpool_reference(x, KH, KW, stride, padding, divisor, y):
+    """y[n, c, h, w] = sum of the zero-padded window starting at (h*sh - ph, w*sw - pw) / divisor[h, w]"""
+    H_out, W_out = divisor.shape
+    xp = _padded(x, padding, H_out, W_out, (KH, KW), stride, (1, 1), 0)
+    y[...] = 0
+    for i in range(KH):
+        for j in range(KW):
+            y += xp[:, :, _window_slice(i, stride[0], H_out), _window_slice(j, stride[1], W_out)]
+    y /= divisor
+    return y
 
 
-def maxpool_backward(dout, argmax, dx):
-    fn = kernels.maxpool_backward_numba if kernels.use_numba() else maxpool_backward_reference
-    return fn(dout, argmax, dx)
+def avgpool_backward_reference(dout, KH, KW, stride, padding, divisor, dx):
+    """dx[n, c, window of (h, w)] += dout[n, c, h, w] / divisor[h, w] (overlapping windows add up)"""
+    N, C, H, W = dx.shape
+    H_out, W_out = divisor.shape
+    share = dout / divisor
+    dxp = np.zeros((N, C, max(H + padding[0], (H_out - 1) * stride[0] + KH),
+                    max(W + padding[1], (W_out - 1) * stride[1] + KW)), dout.dtype)
+    for i in range(KH):
+        for j in range(KW):
+            dxp[:, :, _window_slice(i, stride[0], H_out), _window_slice(j, stride[1], W_out)] += share
+    dx[...] = dxp[:, :, padding[0]:padding[0] + H, padding[1]:padding[1] + W]
+    return dx
 
 
 class _Pool2d(Module):
@@ -138,7 +154,8 @@ class MaxPool2d(_Pool2d):
         H_out, W_out = self.output_size(H, W)
         y = np.empty((N, C, H_out, W_out), x.dtype)
         argmax = np.empty((N, C, H_out, W_out), np.int64)
-        maxpool(x, *self.kernel_size, self.stride, self.padding, self.dilation, H_out, W_out, y, argmax)
+        kernels.twin(maxpool_reference)(x, *self.kernel_size, self.stride, self.padding, self.dilation,
+                                        H_out, W_out, y, argmax)
         self.cache = {"argmax": argmax, "x_shape": x.shape, "dtype": x.dtype}
         return y
 
@@ -149,7 +166,7 @@ class MaxPool2d(_Pool2d):
             raise ValueError(f"{self._describe()}.backward: expected dout of shape {argmax.shape}, "
                              f"got {dout.shape}")
         dx = np.empty(cache["x_shape"], cache["dtype"])
-        return maxpool_backward(np.ascontiguousarray(dout), argmax, dx)
+        return kernels.twin(maxpool_backward_reference)(np.ascontiguousarray(dout), argmax, dx)
 
 
 class AvgPool2d(_Pool2d):
@@ -184,17 +201,13 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, x):
         check_input(self, x, "NCHW")
+        x = np.ascontiguousarray(x)
         N, C, H, W = x.shape
         H_out, W_out = self.output_size(H, W)
-        (KH, KW), (sh, sw) = self.kernel_size, self.stride
-        xp = _padded(x, self.padding, H_out, W_out, self.kernel_size, self.stride, self.dilation, 0)
-        total = np.zeros((N, C, H_out, W_out), x.dtype)
-        for i in range(KH):
-            for j in range(KW):
-                total += xp[:, :, _window_slice(i, sh, H_out), _window_slice(j, sw, W_out)]
         divisor = self._divisor(H, W, H_out, W_out).astype(x.dtype)
-        self.cache = {"divisor": divisor, "x_shape": x.shape, "padded_shape": xp.shape}
-        return total / divisor
+        self.cache = {"divisor": divisor, "x_shape": x.shape}
+        y = np.empty((N, C, H_out, W_out), x.dtype)
+        return kernels.twin(avgpool_reference)(x, *self.kernel_size, self.stride, self.padding, divisor, y)
 
     def backward(self, dout):
         cache = self.saved()
@@ -203,14 +216,9 @@ class AvgPool2d(_Pool2d):
         if dout.shape != (N, C) + divisor.shape:
             raise ValueError(f"{self._describe()}.backward: expected dout of shape "
                              f"{(N, C) + divisor.shape}, got {dout.shape}")
-        (KH, KW), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        H_out, W_out = divisor.shape
-        share = dout / divisor
-        dxp = np.zeros(cache["padded_shape"], dout.dtype)
-        for i in range(KH):
-            for j in range(KW):
-                dxp[:, :, _window_slice(i, sh, H_out), _window_slice(j, sw, W_out)] += share
-        return np.ascontiguousarray(dxp[:, :, ph:ph + H, pw:pw + W])
+        dx = np.empty((N, C, H, W), dout.dtype)
+        return kernels.twin(avgpool_backward_reference)(np.ascontiguousarray(dout), *self.kernel_size,
+                                                        self.stride, self.padding, divisor, dx)
 
 
 def adaptive_bins(in_size, out_size):

@@ -118,3 +118,20 @@ def test_bad_arguments():
     conv(np.zeros((1, 1, 5, 5), np.float32))
     with pytest.raises(ValueError, match=r"expected dout of shape \(1, 2, 3, 3\)"):
         conv.backward(np.zeros((1, 2, 4, 4), np.float32))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("size", [(5, 4), (16, 15)])  # folded and per-image products
+def test_pointwise_path_equals_the_im2col_path(bias, size, rng, monkeypatch):
+    """1x1 stride-1 convolutions skip im2col; the result must be the general path's."""
+    assert nn.Conv2d(6, 4, 1).pointwise and not nn.Conv2d(6, 4, 1, stride=2).pointwise
+    x = rng.standard_normal((3, 6) + size)
+    g = rng.standard_normal((3, 4) + size)
+    results = []
+    for pointwise in (True, False):
+        monkeypatch.setattr(nn.Conv2d, "pointwise", property(lambda self, p=pointwise: p))
+        nn.manual_seed(0)
+        conv = nn.Conv2d(6, 4, 1, bias=bias).double()
+        results.append((conv(x), conv.backward(g), conv.weight.grad.copy()))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -81,3 +81,47 @@ def test_whole_conv_layer_same_on_both_backends(dtype, monkeypatch):
         results.append((conv(x), conv.backward(g), conv.weight.grad))
     for ref, fast in zip(*results):
         np.testing.assert_allclose(fast, ref, rtol=TOL[dtype], atol=TOL[dtype] * 10)
+
+
+@given(n=st.integers(1, 4), c=st.integers(1, 5), length=st.integers(1, 40),
+       dtype=st.sampled_from([np.float64, np.float32]), batch_stats=st.booleans())
+def test_batchnorm_twins_agree(n, c, length, dtype, batch_stats):
+    from nn.batchnorm import (batchnorm_backward_reference, batchnorm_normalize_reference,
+                              batchnorm_stats_reference)
+    rng = np.random.default_rng(n * 100 + c * 10 + length)
+    x = (rng.standard_normal((n, c, length)) * 3 + 5).astype(dtype)
+    tol = dict(rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+    for a, b in zip(batchnorm_stats_reference(x), kernels.batchnorm_stats_numba(x)):
+        np.testing.assert_allclose(b, a, **tol)
+    mean, var = batchnorm_stats_reference(x)
+    inv_std = (1 / np.sqrt(var + 1e-5)).astype(dtype)
+    gamma, beta = rng.uniform(0.5, 2, c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    out = lambda: (np.empty_like(x), np.empty_like(x))
+    for a, b in zip(batchnorm_normalize_reference(x, mean, inv_std, gamma, beta, *out()),
+                    kernels.batchnorm_normalize_numba(x, mean, inv_std, gamma, beta, *out())):
+        np.testing.assert_allclose(b, a, **tol)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    x_hat = batchnorm_normalize_reference(x, mean, inv_std, gamma, beta, *out())[0]
+    dx_ref, dx_fast = np.empty_like(x), np.empty_like(x)
+    ref = batchnorm_backward_reference(dout, x_hat, gamma, inv_std, batch_stats, dx_ref)
+    fast = kernels.batchnorm_backward_numba(dout, x_hat, gamma, inv_std, batch_stats, dx_fast)
+    for a, b in zip(ref + (dx_ref,), fast + (dx_fast,)):
+        np.testing.assert_allclose(b, a, **tol)
+
+
+@given(**geometry, ceil=st.booleans(), include=st.booleans())
+def test_avgpool_twins_agree(n, c, kh, kw, sh, sw, extra, dtype, data, ceil, include):
+    from nn.pooling import avgpool_backward_reference, avgpool_reference
+    padding, _, x = _case(n, c, kh, kw, sh, sw, extra, data, dilated=False)
+    x = x.astype(dtype)
+    pool = nn.AvgPool2d((kh, kw), (sh, sw), padding, ceil_mode=ceil, count_include_pad=include)
+    Ho, Wo = pool.output_size(*x.shape[2:])
+    divisor = pool._divisor(*x.shape[2:], Ho, Wo).astype(dtype)
+    args = (kh, kw, (sh, sw), padding, divisor)
+    out = lambda: np.full((n, c, Ho, Wo), np.nan, dtype)
+    np.testing.assert_allclose(kernels.avgpool_numba(x, *args, out()), avgpool_reference(x, *args, out()),
+                               rtol=TOL[dtype], atol=TOL[dtype])
+    dout = np.random.default_rng(3).standard_normal((n, c, Ho, Wo)).astype(dtype)
+    np.testing.assert_allclose(kernels.avgpool_backward_numba(dout, *args, np.full_like(x, np.nan)),
+                               avgpool_backward_reference(dout, *args, np.full_like(x, np.nan)),
+                               rtol=TOL[dtype], atol=TOL[dtype])
