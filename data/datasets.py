@@ -12,11 +12,12 @@ the error names the missing files and every folder that was searched.
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from nn.serialization import atomic_write
 
 from .idx import IDXError, parse_idx, read_bytes
 
@@ -118,22 +119,6 @@ def verify(info, filename, gz_bytes):
     return payload
 
 
-def _write_atomic(path, data):
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".download-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def download(info, filename, dest_dir, timeout=30, log=print):
     """Fetch `filename` from the first mirror that serves it with the right checksum."""
     errors = []
@@ -148,7 +133,7 @@ def download(info, filename, dest_dir, timeout=30, log=print):
             errors.append(f"{url}: {err}")
             continue
         path = os.path.join(dest_dir, filename)
-        _write_atomic(path, data)
+        atomic_write(path, lambda f: f.write(data))
         return path
     raise DataNotFoundError(f"could not download {filename}:\n  " + "\n  ".join(errors))
 

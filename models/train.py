@@ -24,6 +24,7 @@ import numpy as np
 
 import data
 from nn import optim
+from nn.serialization import atomic_write
 
 from . import DEFAULT_IMAGE_SIZE, MODELS, build, min_image_size
 from .checkpoint import read_checkpoint, restore, save_checkpoint
@@ -292,13 +293,12 @@ HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accu
 
 
 def write_history(path, history):
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
+    def write(f):
         writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
         writer.writeheader()
         for row in history:
             writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in HISTORY_FIELDS})
-    os.replace(tmp, path)
+    atomic_write(path, write, mode="w")
 
 
 def describe(config, n_train, n_val, steps_per_epoch):
@@ -354,7 +354,7 @@ def run(config, resume=None, log=print):
         meta.update(epoch=epoch, step=step, running=running)
         save_checkpoint(ckpt_path, model, opt, sched, meta)
 
-    estimated = False
+    first_step_done = None  # the first step loads kernels: time the three after it
     with StopRequest() as stop:
         for epoch in range(meta["epoch"], config["epochs"]):
             start_step = meta["step"] if epoch == meta["epoch"] else 0
@@ -389,9 +389,11 @@ def run(config, resume=None, log=print):
                 correct += int((logits.argmax(axis=1) == y).sum())
                 seen += len(y)
                 progress.update(loss_sum / seen, correct / seen, len(y) / (time.perf_counter() - t))
-                if step == start_step + 3 and not estimated:
-                    estimated = True
-                    per_step = (time.perf_counter() - t0) / 3
+                if step == start_step + 1 and first_step_done is None:
+                    first_step_done = time.perf_counter()
+                elif step == start_step + 4 and first_step_done:
+                    per_step = (time.perf_counter() - first_step_done) / 3
+                    first_step_done = 0
                     log(f"about {per_step:.2f} s per batch: {per_step * steps_per_epoch / 60:.1f} min per epoch, "
                         f"{per_step * steps_per_epoch * config['epochs'] / 60:.1f} min for the run (estimate)")
                 if stop.requested:
@@ -428,10 +430,9 @@ def run(config, resume=None, log=print):
                f"{meta['best_epoch']} of {config['epochs']}; figures of that model.")
     report = report_on(model, config, info, splits, criteria[0], heading, log, eval_batches)
     report.update(best_epoch=meta["best_epoch"], history=meta["history"])
-    with open(os.path.join(out, "report.md"), "w") as f:
-        f.write(report.pop("markdown") + "\n")
-    with open(os.path.join(out, "report.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    markdown = report.pop("markdown")
+    atomic_write(os.path.join(out, "report.md"), lambda f: f.write(markdown + "\n"), mode="w")
+    atomic_write(os.path.join(out, "report.json"), lambda f: json.dump(report, f, indent=2), mode="w")
     return report
 
 

@@ -4,28 +4,15 @@ A file holds the model's state_dict under its own names plus "__model__" (the ar
 name) and "__width__", so that loading into another architecture fails with a clear message.
 """
 import os
-import tempfile
 
 import numpy as np
 
+from nn.serialization import atomic_write
+
 
 def save_npz_atomic(path, arrays):
-    """Write a dict of arrays to `path` so that a crash never leaves a half-written file:
-    write to a temporary file in the same folder, flush it to disk, then rename it over `path`."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write a dict of arrays to `path` as .npz, atomically (never a half-written file)."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def model_name(model):

@@ -125,3 +125,19 @@ def test_avgpool_twins_agree(n, c, kh, kw, sh, sw, extra, dtype, data, ceil, inc
     np.testing.assert_allclose(kernels.avgpool_backward_numba(dout, *args, np.full_like(x, np.nan)),
                                avgpool_backward_reference(dout, *args, np.full_like(x, np.nan)),
                                rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_a_model_step_is_the_same_on_the_reference_backend(monkeypatch):
+    """Every layer's reference path (what runs without Numba) against the Numba path, end to end."""
+    import models
+    x = np.random.default_rng(0).standard_normal((4, 3, 40, 40))
+    results = []
+    for backend in ("reference", "numba"):
+        monkeypatch.setattr(kernels, "_backend", backend)
+        nn.manual_seed(0)
+        model = models.build("inception_v2", width=0.1, aux_dropout=0.0).double()
+        outs = model(x)
+        dx = model.backward(*[np.ones_like(o) for o in outs])
+        results.append([*outs, dx] + [p.grad for p in model.parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-10)
