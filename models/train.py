@@ -44,7 +44,7 @@ PRESETS = {
 }
 DEFAULTS = dict(dataset="mnist", download=True, seed=0, width=1.0, data_dir=None, output_dir=None, augment_shift=0,
                 lr_step_epochs=None, lr_gamma=0.1, clip_grad=None, print_freq=50, dry_run=False, profile=False,
-                eval_batch_size=None, prefetch=True)
+                eval_batch_size=None, prefetch=False)
 
 
 class TrainingDiverged(RuntimeError):
@@ -122,8 +122,9 @@ def build_parser():
                    help="continue the run saved in this checkpoint.npz, with its configuration")
     p.add_argument("-p", "--print-freq", type=_positive(int), default=S,
                    help="batches between progress lines when not on a terminal")
-    p.add_argument("--no-prefetch", dest="prefetch", action="store_false", default=S,
-                   help="prepare batches in the main thread")
+    p.add_argument("--prefetch", action="store_true", default=S,
+                   help="prepare the next batch in a background thread (preparing one takes 0.2-1.4 ms "
+                        "against 0.25-4 s per step here, so it is off by default)")
     p.add_argument("--profile", action="store_true", default=S,
                    help="print where the time of one training step goes (the second step)")
     p.add_argument("--dry-run", action="store_true", default=S,

@@ -20,7 +20,7 @@ def tiny_config(out, **overrides):
     args = train_cli.build_parser().parse_args([
         "--data-dir", str(MINI), "--no-download", "--width", "0.1", "--image-size", "16",
         "--train-subset", "160", "--val-fraction", "0.25", "-b", "16", "--epochs", "2",
-        "--output-dir", str(out), "--no-prefetch", "--print-freq", "1000"])
+        "--output-dir", str(out), "--print-freq", "1000"])
     config = train_cli.make_config(args)
     config.update(overrides)
     return config
