@@ -29,6 +29,7 @@ def measure_ours(model_name, size, batch, repeat):
     from nn import optim
 
     from .common import median_time, peak_rss_mb
+    nn.keep_freed_memory()  # as the training command does
     nn.manual_seed(0)
     model = models.build(model_name)
     _, mult_adds = summary_rows(model, (3, size, size))

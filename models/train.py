@@ -454,6 +454,7 @@ def report_on(model, config, info, splits, criterion, heading, log, max_batches=
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    nn.keep_freed_memory()  # no page faults for every step's large temporaries (nn/runtime.py)
     config = make_config(args)
     for key in RESUME_OVERRIDES:
         config[f"_{key}_given"] = key in vars(args)

@@ -1,19 +1,14 @@
 """nn: an autograd-free layer stack, every forward and backward written out by hand.
 
-    import numpy as np, nn
+    import nn, numpy as np   # nn first: see nn/runtime.py
     conv = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
     bn, relu = nn.BatchNorm2d(64), nn.ReLU()
     y = relu(bn(conv(x)))
     dx = conv.backward(bn.backward(relu.backward(dy)))   # gradients accumulate into p.grad
 """
-import os as _os
-import sys as _sys
+from .runtime import keep_freed_memory, quiet_blas_threads
 
-# OpenBLAS worker threads spin for ~0.1 s after every GEMM and steal the cores the next Numba
-# kernel needs (measured: 3.5x slower training steps on 2 cores). The variable is read when
-# NumPy loads OpenBLAS, so it only takes effect if nn is imported before numpy.
-if "numpy" not in _sys.modules:
-    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+quiet_blas_threads()  # before NumPy loads OpenBLAS: see nn/runtime.py
 
 from .module import Parameter, Buffer, Module, Sequential, Concat
 from .conv import Conv2d
@@ -29,4 +24,4 @@ from . import kernels, gradcheck, optim
 __all__ = ["Parameter", "Buffer", "Module", "Sequential", "Concat", "Conv2d", "BatchNorm1d",
            "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "ReLU",
            "Flatten", "Identity", "Dropout", "CrossEntropyLoss", "log_softmax", "manual_seed",
-           "kernels", "gradcheck", "optim"]
+           "kernels", "gradcheck", "optim", "keep_freed_memory"]

@@ -6,7 +6,7 @@ The switch: the twins run when Numba is importable, unless the environment varia
 NN_KERNELS=reference is set (or `set_backend("reference")` is called), in which case every
 layer uses the NumPy reference.
 
-Rules kept in every kernel (see ../PERF notes in the README):
+Rules kept in every kernel:
 - `prange` over an axis whose iterations write disjoint memory (rows of cols, planes of dx),
   never `+=` into an element two threads can reach;
 - no BLAS inside a `prange` loop (the GEMMs are called from NumPy, outside);
@@ -17,7 +17,6 @@ import os
 import numpy as np
 
 try:
-    import numba
     from numba import njit, prange
     HAVE_NUMBA = True
 except ImportError:  # the NumPy references are used everywhere
