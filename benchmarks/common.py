@@ -72,8 +72,11 @@ def blas_description():
 
 
 def header(title):
+    """Print what the figures depend on; returns numpy's float32 GEMM rate measured now."""
     import numba
     print(f"# {title}")
     print(f"numpy {np.__version__}, numba {numba.__version__}, kernels: {nn.kernels.backend()}; "
           + blas_description())
-    print(f"numpy float32 GEMM (2048^3): {gemm_gflops():.0f} GFLOP/s")
+    peak = gemm_gflops()
+    print(f"numpy float32 GEMM (2048^3): {peak:.0f} GFLOP/s")
+    return peak

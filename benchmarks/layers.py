@@ -129,7 +129,7 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--compare-torch", action="store_true")
     args = p.parse_args(argv)
-    nn.keep_freed_memory()  # as the training command does (torch, in this process, gains too)
+    nn.keep_freed_memory()  # as the training command does (torch, in this same process, gains too)
     torch = None
     if args.compare_torch:
         if not have_torch():

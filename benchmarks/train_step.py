@@ -4,7 +4,10 @@
     python -m benchmarks.train_step --compare-torch         # PyTorch on the same network, same run
     python -m benchmarks.train_step --config inception_v3:299:8
 
-Each configuration runs in a fresh subprocess, so its peak RSS is its own. Images/s are the
+Each configuration runs in a fresh subprocess, so its peak RSS is its own. Both frameworks run
+with nn.keep_freed_memory() (glibc keeps freed memory for reuse), as the training command does;
+PyTorch gains even more from it than we do. --torch-default-allocator times PyTorch as a plain
+PyTorch script runs, without it. Images/s are the
 median of --repeat steps after one warm-up step; GFLOP/s count 3 x 2 x the multiply-adds of the
 forward pass (backward costs about twice the forward); % of peak is against numpy's float32 GEMM
 rate measured in the same run. Eval images/s: eval-mode forward passes.
@@ -14,7 +17,7 @@ import json
 import subprocess
 import sys
 
-from .common import gemm_gflops, have_torch, header, ratio_line
+from .common import have_torch, header, ratio_line
 
 CONFIGS = ["inception_v2:96:32", "inception_v2:224:8", "inception_v3:75:32", "inception_v3:299:8"]
 
@@ -44,7 +47,7 @@ def measure_ours(model_name, size, batch, repeat):
     return {"step_s": step, "eval_s": evaluation, "mult_adds": mult_adds, "rss_mb": peak_rss_mb()}
 
 
-def measure_torch(model_name, size, batch, repeat):
+def measure_torch(model_name, size, batch, repeat, same_allocator=True):
     import nn
     import numpy as np
 
@@ -53,6 +56,8 @@ def measure_torch(model_name, size, batch, repeat):
     from .common import import_torch, median_time, peak_rss_mb
     from .torch_reference import convert
     torch = import_torch()
+    if same_allocator:
+        nn.keep_freed_memory()  # the same allocator setting as ours: torch gains from it too
     model = convert(models.build(model_name), copy_weights=False)
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.standard_normal((batch, 3, size, size), dtype=np.float32))
@@ -86,18 +91,23 @@ def main(argv=None):
     p.add_argument("--config", action="append", help="model:size:batch (repeatable)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--compare-torch", action="store_true")
+    p.add_argument("--torch-default-allocator", action="store_true",
+                   help="time PyTorch with glibc's default allocator settings")
     p.add_argument("--child", nargs=2, metavar=("FRAMEWORK", "CONFIG"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         framework, config = args.child
         name, size, batch = config.split(":")
-        fn = measure_ours if framework == "ours" else measure_torch
-        print(json.dumps(fn(name, int(size), int(batch), args.repeat)))
+        if framework == "ours":
+            result = measure_ours(name, int(size), int(batch), args.repeat)
+        else:
+            result = measure_torch(name, int(size), int(batch), args.repeat, framework == "torch")
+        print(json.dumps(result))
         return
     if args.compare_torch and not have_torch():
         p.error("--compare-torch needs torch (pip install torch==2.13.0)")
-    header("Training step: forward (with aux heads), loss, backward, AdamW; float32")
-    peak = gemm_gflops()
+    peak = header("Training step: forward (with aux heads), loss, backward, AdamW; float32")
+    torch_kind = "torch-default-allocator" if args.torch_default_allocator else "torch"
     print(f"{'config':22s} {'img/s':>7s} {'GFLOP/s':>8s} {'% GEMM':>7s} {'peak MB':>8s} {'eval img/s':>10s}"
           + ("   torch img/s  peak MB  eval img/s  ratio  mem ratio" if args.compare_torch else ""))
     ratios = []
@@ -109,7 +119,7 @@ def main(argv=None):
         line = (f"{config:22s} {ips:7.1f} {gflops:8.0f} {100 * gflops / peak:6.0f}% {r['rss_mb']:8.0f} "
                 f"{batch / r['eval_s']:10.1f}")
         if args.compare_torch:
-            t = run_child("torch", config, args.repeat)
+            t = run_child(torch_kind, config, args.repeat)
             tips = batch / t["step_s"]
             ratios.append(ips / tips)
             line += (f"   {tips:11.1f} {t['rss_mb']:8.0f} {batch / t['eval_s']:11.1f} {ips / tips:6.2f} "

@@ -422,6 +422,10 @@ def run(config, resume=None, log=print):
                 save_checkpoint(best_path, model, opt, sched, meta)
             write_history(os.path.join(out, "history.csv"), meta["history"])
             plot_curves(meta["history"], out, config["dataset"])
+            if stop.requested and epoch + 1 < config["epochs"]:  # Ctrl-C during the evaluation
+                log(f"\ninterrupted: saved {ckpt_path} after epoch {epoch + 1}; "
+                    f"continue with --resume {ckpt_path}")
+                raise KeyboardInterrupt
 
     restore(read_checkpoint(best_path), best_path, model)
     splits = {"training": train_split, "validation": val_split}

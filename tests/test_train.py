@@ -106,7 +106,9 @@ def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_cli.run(tiny_config(tmp_path / "split"), log=quiet)
     meta = checkpoint_meta(read_checkpoint(tmp_path / "split" / "checkpoint.npz"))
-    assert (meta["epoch"], meta["step"]) == (1, 5)  # stopped after step 12: batch 5 of epoch 2
+    # checks: 7 steps of epoch 1, one after its evaluation, then steps of epoch 2: the 12th check
+    # (after batch 4 of epoch 2) is the first that sees the request
+    assert (meta["epoch"], meta["step"]) == (1, 4)
     monkeypatch.undo()
     train_cli.run(tiny_config(tmp_path / "split"), resume=str(tmp_path / "split" / "checkpoint.npz"), log=quiet)
     assert_same_run(tmp_path / "straight", tmp_path / "split")
