@@ -33,8 +33,6 @@ def conv_shapes_of_models(batch):
     for name, size in (("inception_v2", 224), ("inception_v3", 299)):
         model = models.build(name, width=1.0)
         for event, _, m, out in trace(model, np.zeros((2, 3, size, size), np.float32)):
-            if event == "enter" and isinstance(m, nn.Conv2d):
-                continue
             if event == "exit" and isinstance(m, nn.Conv2d):
                 H_in = m.cache["x"].shape[2]
                 W_in = m.cache["x"].shape[3]
@@ -43,6 +41,12 @@ def conv_shapes_of_models(batch):
                 if shape not in shapes:
                     shapes.append(shape)
     return shapes
+
+
+def forward_backward(layer, x, g):
+    """One forward and one backward pass (what a training step does with a layer)."""
+    layer(x)
+    return layer.backward(g)
 
 
 def conv_flops(N, C_in, H_out, W_out, C_out, kernel):
@@ -59,7 +63,7 @@ def bench_conv(shape, torch, repeat):
     g = rng.standard_normal(y.shape, dtype=np.float32)
     flops = conv_flops(N, C_in, y.shape[2], y.shape[3], C_out, kernel)
     fwd = median_time(lambda: conv(x), repeat)
-    both = median_time(lambda: conv.backward(g) if conv(x) is not None else None, repeat)
+    both = median_time(lambda: forward_backward(conv, x, g), repeat)
     row = {"fwd_ms": 1e3 * fwd, "fwdbwd_ms": 1e3 * both, "fwd_gflops": flops / fwd / 1e9,
            "fwdbwd_gflops": 3 * flops / both / 1e9}
     if torch is not None:
@@ -98,8 +102,7 @@ def bench_other(torch, repeat, N=32):
         y = layer(x)
         g = rng.standard_normal(y.shape, dtype=np.float32)
         row = {"name": name, "fwd_ms": 1e3 * median_time(lambda: layer(x), repeat),
-               "fwdbwd_ms": 1e3 * median_time(lambda: layer.backward(g) if layer(x) is not None else None,
-                                              repeat)}
+               "fwdbwd_ms": 1e3 * median_time(lambda: forward_backward(layer, x, g), repeat)}
         if torch is not None and make_torch is not None:
             tl = make_torch(torch)
             tx = torch.from_numpy(x).requires_grad_(True)

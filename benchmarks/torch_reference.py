@@ -20,9 +20,10 @@ def convert(module, copy_weights=True):
 
     def param_copy(ours, theirs):
         if copy_weights:
+            ours_state = ours.state_dict()
             with torch.no_grad():
                 for name, t in theirs.state_dict().items():
-                    t.copy_(to_tensor(dict(ours.state_dict())[name]))
+                    t.copy_(to_tensor(ours_state[name]))
         return theirs
 
     class Concat(tnn.Module):

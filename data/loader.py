@@ -22,8 +22,9 @@ class BatchLoader:
                  seed=0, drop_last=False, augment_shift=0, prefetch=False):
         if len(images) != len(labels):
             raise ValueError(f"BatchLoader: {len(images)} images but {len(labels)} labels")
-        if batch_size < 1:
-            raise ValueError(f"BatchLoader: batch_size must be >= 1, got {batch_size}")
+        if batch_size < 1 or image_size < 1:
+            raise ValueError(f"BatchLoader: batch_size and image_size must be >= 1, got "
+                             f"{batch_size} and {image_size}")
         self.images, self.labels = images, labels
         self.batch_size, self.image_size = batch_size, image_size
         self.mean, self.std = mean, std

@@ -59,8 +59,9 @@ def checkpoint_meta(arrays):
 def restore(arrays, path, model, optimizer=None, scheduler=None):
     """Load a checkpoint's model (and optimizer, scheduler, dropout generators) state."""
     load_weight_arrays(model, arrays, path, prefix="model/")
+    modules = dict(model.named_modules())
     for name, state in json.loads(str(arrays["dropout_rngs"])).items():
-        dict(model.named_modules())[name].rng.bit_generator.state = state
+        modules[name].rng.bit_generator.state = state
     if optimizer is not None:
         groups = json.loads(str(arrays["optim_groups"]))
         for g in groups:

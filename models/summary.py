@@ -107,7 +107,7 @@ def summary(model, input_size, print_fn=print):
         print_fn(line(r))
 
     total = model.num_parameters()
-    aux = sum(p.size for n, p in model.named_parameters() if ".aux" in f".{n}" or n.startswith("aux"))
+    aux = sum(p.size for n, p in model.named_parameters() if n.startswith("aux"))
     outputs = sum(int(np.prod(shape[1:])) for _, shape, _ in rows if shape is not None)
     mib = lambda values: values * 4 / 1024 ** 2
     sizes = {"input": mib(int(np.prod(input_size))), "forward/backward": mib(2 * outputs),

@@ -223,7 +223,7 @@ def test_loader_covers_every_sample_once_and_is_seeded():
     assert len(data.BatchLoader(images, labels, 10, 28, 0, 1, drop_last=True)) == 10
 
 
-def test_prefetching_yields_the_same_batches_and_passes_errors_on():
+def test_prefetching_yields_the_same_batches_and_passes_errors_on(monkeypatch):
     images = np.random.default_rng(0).integers(0, 255, (50, 28, 28)).astype(np.uint8)
     labels = np.arange(50) % 10
     plain = list(data.BatchLoader(images, labels, 8, 40, 0.1, 0.3, shuffle=True, augment_shift=2))
@@ -231,9 +231,13 @@ def test_prefetching_yields_the_same_batches_and_passes_errors_on():
     for (a, b), (c, d) in zip(plain, fetched):
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, d)
-    bad = data.BatchLoader(images, labels, 8, 0, 0.1, 0.3, prefetch=True)  # size 0: fails in the thread
-    with pytest.raises(Exception):
-        list(bad)
+    def broken(*args):
+        raise OSError("disk went away")
+    monkeypatch.setattr(data.loader, "prepare_batch", broken)  # fails inside the thread
+    with pytest.raises(OSError, match="disk went away"):
+        list(data.BatchLoader(images, labels, 8, 40, 0.1, 0.3, prefetch=True))
+    with pytest.raises(ValueError, match="image_size must be >= 1, got 8 and 0"):
+        data.BatchLoader(images, labels, 8, 0, 0.1, 0.3)
 
 
 MEMORY_SCRIPT = """
