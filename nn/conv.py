@@ -23,12 +23,22 @@ block already is its column matrix, so y[n] = W @ x[n]. On large maps that is a 
 products straight from and to NCHW; on small maps (where per-image products are too thin) the
 batch is folded into one product, (C, N*H*W), with two transposes. Measured at Inception's 1x1
 shapes: 2.7x faster than im2col at 14x14, 2.5x at 3x3.
+
+A 3x3 convolution with stride 1 (any padding) goes through Winograd's F(2x2, 3x3) instead
+(nn/winograd.py): 2.25x fewer multiplications in all three products and a 4x rather than 9x
+expansion of the input. Measured at 3x3 64->96 @28, batch 32, forward+backward: 84 -> 49 ms.
+
+Conv2d(..., algorithm="auto") picks one of the three ("pointwise", "winograd", "im2col") by the
+rules above; naming one forces it where it applies (im2col applies everywhere), so the paths
+can be compared on the same layer.
 """
 import numpy as np
 
-from . import init, kernels
+from . import init, kernels, winograd
 from ._checks import check_input, pair
 from .module import Module, Parameter
+from .winograd import (winograd_input_backward_reference, winograd_input_reference,
+                       winograd_output_backward_reference, winograd_output_reference)
 
 
 def im2col_reference(x, KH, KW, stride, padding, dilation, H_out, W_out, cols):
@@ -107,12 +117,15 @@ class Conv2d(Module):
     Math:      y[n, o, h, w] = b[o] + sum over (c, i, j) of W[o, c, i, j] * xp[n, c, h*sh + i*dh, w*sw + j*dw]
     Backward:  dW = dY @ cols.T,  db = sum(dY),  dx = col2im(W.T @ dY)
     Shapes:    x (N, C_in, H, W) -> y (N, C_out, H_out, W_out); weight (C_out, C_in, KH, KW); bias (C_out,)
-    Cache:     x (cols are rebuilt in backward rather than kept).
-    Arguments follow torch.nn.Conv2d; groups must be 1 and padding_mode "zeros".
+    Cache:     x (cols, or Winograd's input tiles, are rebuilt in backward rather than kept).
+    Arguments follow torch.nn.Conv2d; groups must be 1 and padding_mode "zeros". `algorithm`
+    ("auto", "pointwise", "winograd", "im2col") picks how it is computed, not what.
     """
 
+    ALGORITHMS = ("auto", "pointwise", "winograd", "im2col")
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros", dtype=None):
+                 groups=1, bias=True, padding_mode="zeros", dtype=None, *, algorithm="auto"):
         super().__init__()
         name = f"Conv2d({in_channels}, {out_channels})"
         if groups != 1:
@@ -132,6 +145,7 @@ class Conv2d(Module):
         dtype = dtype or init.DEFAULT_DTYPE
         self.weight = Parameter(init.uniform_fan_in((out_channels, in_channels, KH, KW), fan_in, dtype))
         self.bias = Parameter(init.uniform_fan_in((out_channels,), fan_in, dtype)) if bias else None
+        self.algorithm = self._resolve_algorithm(algorithm, name)
 
     def _resolve_padding(self, padding, name):
         if padding == "valid":
@@ -145,6 +159,25 @@ class Conv2d(Module):
                                  f"got kernel_size={self.kernel_size}")
             return (reach[0] // 2, reach[1] // 2)
         return pair(padding, "padding", name)
+
+    def _resolve_algorithm(self, algorithm, name):
+        """The fastest path that computes this layer exactly: see the module docstring."""
+        applies = {
+            "pointwise": self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0),
+            "winograd": self.kernel_size == (3, 3) and self.stride == (1, 1) and self.dilation == (1, 1),
+            "im2col": True,
+        }
+        if algorithm == "auto":
+            return next(a for a, ok in applies.items() if ok)
+        if algorithm not in applies:
+            raise ValueError(f"{name}: algorithm must be one of {self.ALGORITHMS}, got {algorithm!r}")
+        if not applies[algorithm]:
+            raise ValueError(f"{name}: algorithm={algorithm!r} needs "
+                             + ("a 1x1 kernel, stride 1 and no padding" if algorithm == "pointwise"
+                                else "a 3x3 kernel, stride 1 and no dilation")
+                             + f", got kernel_size={self.kernel_size}, stride={self.stride}, "
+                             f"padding={self.padding}, dilation={self.dilation}")
+        return algorithm
 
     def _describe(self):
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -165,11 +198,6 @@ class Conv2d(Module):
                              f"input {H}x{W} (padded {H + 2 * self.padding[0]}x{W + 2 * self.padding[1]})")
         return out
 
-    @property
-    def pointwise(self):
-        """1x1, stride 1, no padding: the input is its own column matrix."""
-        return self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
-
     def _im2col(self, x, H_out, W_out):
         N, C = x.shape[:2]
         KH, KW = self.kernel_size
@@ -184,8 +212,10 @@ class Conv2d(Module):
         H_out, W_out = self.output_size(*x.shape[2:])
         self.cache = {"x": x, "H_out": H_out, "W_out": W_out}
         w2 = self.weight.data.reshape(self.out_channels, -1)            # (C_out, C*KH*KW)
-        if self.pointwise:
+        if self.algorithm == "pointwise":
             y = pointwise_forward(w2, x.reshape(N, self.in_channels, -1))  # (N, C_out, H*W)
+        elif self.algorithm == "winograd":
+            y = self._winograd_forward(x, H_out, W_out).reshape(N, self.out_channels, -1)
         else:
             cols = self._im2col(x, H_out, W_out)                        # (C*KH*KW, N*H_out*W_out)
             y2 = np.matmul(w2, cols, out=scratch("gemm", (self.out_channels, cols.shape[1]), x.dtype))
@@ -207,10 +237,12 @@ class Conv2d(Module):
         dy3 = np.ascontiguousarray(dout).reshape(N, self.out_channels, -1)   # (N, C_out, H_out*W_out)
         if self.bias is not None:
             self.bias.grad += dy3.sum(axis=(0, 2))
-        if self.pointwise:
+        if self.algorithm == "pointwise":
             x3 = x.reshape(N, self.in_channels, -1)
             self.weight.grad += pointwise_weight_grad(dy3, x3).reshape(self.weight.data.shape)
             return pointwise_forward(w2.T, dy3).reshape(x.shape)         # dx[n] = W.T @ dy[n]
+        if self.algorithm == "winograd":
+            return self._winograd_backward(x, np.ascontiguousarray(dout))
         dy2 = scratch("dout", (self.out_channels, N * H_out * W_out), x.dtype)
         dy2.reshape(self.out_channels, N, -1)[...] = dy3.transpose(1, 0, 2)
         cols = self._im2col(x, H_out, W_out)
@@ -219,3 +251,27 @@ class Conv2d(Module):
         KH, KW = self.kernel_size
         return kernels.twin(col2im_reference)(dcols, KH, KW, self.stride, self.padding, self.dilation,
                                               H_out, W_out, np.empty_like(x))
+
+    def _winograd_tiles(self, x, th, tw):
+        """V = B^T d B for every 4x4 input tile: (16, C_in, N*th*tw), in a scratch buffer."""
+        V = scratch("winograd_V", (16, self.in_channels, x.shape[0] * th * tw), x.dtype)
+        return kernels.twin(winograd_input_reference)(x, self.padding, th, tw, V)
+
+    def _winograd_forward(self, x, H_out, W_out):
+        th, tw = winograd.tiles(H_out, W_out)
+        V = self._winograd_tiles(x, th, tw)                              # (16, C_in, T)
+        U = winograd.transform_weight(self.weight.data)                  # (16, C_out, C_in)
+        M = np.matmul(U, V, out=scratch("winograd_M", (16, self.out_channels, V.shape[2]), x.dtype))
+        y = np.empty((x.shape[0], self.out_channels, H_out, W_out), x.dtype)
+        return kernels.twin(winograd_output_reference)(M, th, tw, y)
+
+    def _winograd_backward(self, x, dout):
+        th, tw = winograd.tiles(*dout.shape[2:])
+        T = x.shape[0] * th * tw
+        dM = scratch("winograd_M", (16, self.out_channels, T), x.dtype)
+        dM = kernels.twin(winograd_output_backward_reference)(dout, th, tw, dM)   # (16, C_out, T)
+        V = self._winograd_tiles(x, th, tw)
+        self.weight.grad += winograd.transform_weight_backward(np.matmul(dM, V.transpose(0, 2, 1)))
+        U = winograd.transform_weight(self.weight.data)
+        dV = np.matmul(U.transpose(0, 2, 1), dM, out=V)                 # V is no longer needed
+        return kernels.twin(winograd_input_backward_reference)(dV, self.padding, th, tw, np.empty_like(x))

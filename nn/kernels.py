@@ -271,3 +271,116 @@ if HAVE_NUMBA:
                             if wi >= 0 and wi < W:
                                 dx[n, c, hi, wi] += share
         return dx
+
+    @njit(parallel=True, cache=True)
+    def winograd_input_numba(x, padding, th, tw, V):
+        """V[(k, l), c, (n, a, b)] = (B^T d B)[k, l], d = xp[n, c, 2a:2a+4, 2b:2b+4] (xp: x zero-padded)"""
+        N, C, H, W = x.shape
+        ph, pw = padding
+        for plane in prange(N * C):  # each (n, c) plane writes its own columns of V
+            n = plane // C
+            c = plane % C
+            xp = np.zeros((2 * th + 2, 2 * tw + 2), x.dtype)
+            xp[ph:ph + H, pw:pw + W] = x[n, c]
+            t = np.empty((4, 2 * tw + 2), x.dtype)
+            for a in range(th):  # one row of tiles at a time; the inner loops run along it
+                r = 2 * a
+                for s in range(2 * tw + 2):  # B^T d: combine the four rows under the tiles
+                    t[0, s] = xp[r, s] - xp[r + 2, s]
+                    t[1, s] = xp[r + 1, s] + xp[r + 2, s]
+                    t[2, s] = xp[r + 2, s] - xp[r + 1, s]
+                    t[3, s] = xp[r + 1, s] - xp[r + 3, s]
+                col = (n * th + a) * tw
+                for k in range(4):  # (B^T d) B: combine each tile's four columns
+                    for b in range(tw):
+                        V[4 * k, c, col + b] = t[k, 2 * b] - t[k, 2 * b + 2]
+                    for b in range(tw):
+                        V[4 * k + 1, c, col + b] = t[k, 2 * b + 1] + t[k, 2 * b + 2]
+                    for b in range(tw):
+                        V[4 * k + 2, c, col + b] = t[k, 2 * b + 2] - t[k, 2 * b + 1]
+                    for b in range(tw):
+                        V[4 * k + 3, c, col + b] = t[k, 2 * b + 1] - t[k, 2 * b + 3]
+        return V
+
+    @njit(parallel=True, cache=True)
+    def winograd_output_numba(M, th, tw, y):
+        """y[n, o, 2a+u, 2b+v] = (A^T m A)[u, v], m = M[:, o, (n, a, b)] as a 4x4 tile (cut at H_out, W_out)"""
+        N, C_out, H_out, W_out = y.shape
+        for plane in prange(N * C_out):  # each (n, o) plane of y is written by one thread
+            n = plane // C_out
+            o = plane % C_out
+            yp = np.empty((2 * th, 2 * tw), M.dtype)
+            q = np.empty((2, 4), M.dtype)
+            for a in range(th):
+                for b in range(tw):  # tile by tile: its 16 values sit in 16 rows of M
+                    col = (n * th + a) * tw + b
+                    for l in range(4):  # A^T m: combine the tile's rows
+                        m0 = M[l, o, col]
+                        m1 = M[4 + l, o, col]
+                        m2 = M[8 + l, o, col]
+                        m3 = M[12 + l, o, col]
+                        q[0, l] = m0 + m1 + m2
+                        q[1, l] = m1 - m2 - m3
+                    for u in range(2):  # (A^T m) A: combine its columns
+                        yp[2 * a + u, 2 * b] = q[u, 0] + q[u, 1] + q[u, 2]
+                        yp[2 * a + u, 2 * b + 1] = q[u, 1] - q[u, 2] - q[u, 3]
+            y[n, o] = yp[:H_out, :W_out]
+        return y
+
+    @njit(parallel=True, cache=True)
+    def winograd_output_backward_numba(dout, th, tw, dM):
+        """dM[(k, l), o, (n, a, b)] = (A dY A^T)[k, l], dY = dout[n, o, 2a:2a+2, 2b:2b+2] (zero beyond the edge)"""
+        N, C_out, H_out, W_out = dout.shape
+        for plane in prange(N * C_out):  # each (n, o) plane writes its own columns of dM
+            n = plane // C_out
+            o = plane % C_out
+            dy = np.zeros((2 * th, 2 * tw), dout.dtype)
+            dy[:H_out, :W_out] = dout[n, o]
+            r = np.empty((4, 2 * tw), dout.dtype)
+            for a in range(th):
+                for s in range(2 * tw):  # A dY: spread the tiles' two rows over four
+                    r[0, s] = dy[2 * a, s]
+                    r[1, s] = dy[2 * a, s] + dy[2 * a + 1, s]
+                    r[2, s] = dy[2 * a, s] - dy[2 * a + 1, s]
+                    r[3, s] = -dy[2 * a + 1, s]
+                col = (n * th + a) * tw
+                for k in range(4):  # (A dY) A^T: spread each tile's two columns over four
+                    for b in range(tw):
+                        dM[4 * k, o, col + b] = r[k, 2 * b]
+                    for b in range(tw):
+                        dM[4 * k + 1, o, col + b] = r[k, 2 * b] + r[k, 2 * b + 1]
+                    for b in range(tw):
+                        dM[4 * k + 2, o, col + b] = r[k, 2 * b] - r[k, 2 * b + 1]
+                    for b in range(tw):
+                        dM[4 * k + 3, o, col + b] = -r[k, 2 * b + 1]
+        return dM
+
+    @njit(parallel=True, cache=True)
+    def winograd_input_backward_numba(dV, padding, th, tw, dx):
+        """dx[n, c] = sum over tiles of (B dV B^T) added back at xp[n, c, 2a:2a+4, 2b:2b+4], padding cut off"""
+        N, C, H, W = dx.shape
+        ph, pw = padding
+        for plane in prange(N * C):  # overlapping tiles of one plane are added by one thread
+            n = plane // C
+            c = plane % C
+            dxp = np.zeros((2 * th + 2, 2 * tw + 2), dV.dtype)
+            s = np.empty((4, 4), dV.dtype)
+            for a in range(th):
+                for b in range(tw):  # tile by tile: its 16 values sit in 16 rows of dV
+                    col = (n * th + a) * tw + b
+                    for l in range(4):  # B dV: spread the tile's rows
+                        v0 = dV[l, c, col]
+                        v1 = dV[4 + l, c, col]
+                        v2 = dV[8 + l, c, col]
+                        v3 = dV[12 + l, c, col]
+                        s[0, l] = v0
+                        s[1, l] = v1 - v2 + v3
+                        s[2, l] = v1 + v2 - v0
+                        s[3, l] = -v3
+                    for i in range(4):  # (B dV) B^T: spread its columns, add where the tile was read
+                        dxp[2 * a + i, 2 * b] += s[i, 0]
+                        dxp[2 * a + i, 2 * b + 1] += s[i, 1] - s[i, 2] + s[i, 3]
+                        dxp[2 * a + i, 2 * b + 2] += s[i, 1] + s[i, 2] - s[i, 0]
+                        dxp[2 * a + i, 2 * b + 3] -= s[i, 3]
+            dx[n, c] = dxp[ph:ph + H, pw:pw + W]
+        return dx

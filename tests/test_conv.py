@@ -120,18 +120,43 @@ def test_bad_arguments():
         conv.backward(np.zeros((1, 2, 4, 4), np.float32))
 
 
+def test_auto_picks_the_fastest_exact_algorithm():
+    assert nn.Conv2d(6, 4, 1).algorithm == "pointwise"
+    assert nn.Conv2d(6, 4, 1, stride=2).algorithm == "im2col"
+    assert nn.Conv2d(6, 4, 1, padding=1).algorithm == "im2col"
+    assert nn.Conv2d(6, 4, 3).algorithm == "winograd"
+    assert nn.Conv2d(6, 4, 3, padding=2).algorithm == "winograd"
+    assert nn.Conv2d(6, 4, 3, stride=2).algorithm == "im2col"
+    assert nn.Conv2d(6, 4, 3, dilation=2).algorithm == "im2col"
+    assert nn.Conv2d(6, 4, (1, 3)).algorithm == "im2col"
+    assert nn.Conv2d(6, 4, 3, algorithm="im2col").algorithm == "im2col"
+
+
+def test_an_algorithm_that_does_not_apply_is_refused():
+    with pytest.raises(ValueError, match=r"algorithm='winograd' needs a 3x3 kernel, stride 1 and no "
+                                         r"dilation, got kernel_size=\(5, 5\), stride=\(1, 1\)"):
+        nn.Conv2d(2, 2, 5, algorithm="winograd")
+    with pytest.raises(ValueError, match=r"algorithm='pointwise' needs a 1x1 kernel, stride 1 and no "
+                                         r"padding, got .* stride=\(2, 2\)"):
+        nn.Conv2d(2, 2, 1, stride=2, algorithm="pointwise")
+    with pytest.raises(ValueError, match=r"algorithm must be one of .*'im2col'\), got 'fft'"):
+        nn.Conv2d(2, 2, 3, algorithm="fft")
+
+
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("size", [(5, 4), (16, 15)])  # folded and per-image products
-def test_pointwise_path_equals_the_im2col_path(bias, size, rng, monkeypatch):
-    """1x1 stride-1 convolutions skip im2col; the result must be the general path's."""
-    assert nn.Conv2d(6, 4, 1).pointwise and not nn.Conv2d(6, 4, 1, stride=2).pointwise
+@pytest.mark.parametrize("algorithm,kernel,padding,size", [
+    ("pointwise", 1, 0, (5, 4)), ("pointwise", 1, 0, (16, 15)),  # folded and per-image products
+    ("winograd", 3, 1, (5, 4)), ("winograd", 3, 0, (8, 7)), ("winograd", 3, 2, (1, 2)),
+    ("winograd", 3, (0, 1), (3, 6)),
+])
+def test_fast_paths_equal_the_im2col_path(algorithm, kernel, padding, size, bias, rng):
     x = rng.standard_normal((3, 6) + size)
-    g = rng.standard_normal((3, 4) + size)
     results = []
-    for pointwise in (True, False):
-        monkeypatch.setattr(nn.Conv2d, "pointwise", property(lambda self, p=pointwise: p))
+    for name in (algorithm, "im2col"):
         nn.manual_seed(0)
-        conv = nn.Conv2d(6, 4, 1, bias=bias).double()
-        results.append((conv(x), conv.backward(g), conv.weight.grad.copy()))
+        conv = nn.Conv2d(6, 4, kernel, padding=padding, bias=bias, algorithm=name).double()
+        y = conv(x)
+        g = np.random.default_rng(1).standard_normal(y.shape)
+        results.append((y, conv.backward(g), conv.weight.grad.copy()))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

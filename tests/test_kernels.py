@@ -7,6 +7,8 @@ import nn
 from nn import kernels
 from nn.conv import col2im_reference, conv_output_size, im2col_reference
 from nn.pooling import maxpool_backward_reference, maxpool_reference, pool_output_size
+from nn.winograd import (tiles, winograd_input_backward_reference, winograd_input_reference,
+                         winograd_output_backward_reference, winograd_output_reference)
 
 pytestmark = pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba not installed")
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
@@ -59,6 +61,30 @@ def test_maxpool_twins_agree(n, c, kh, kw, sh, sw, extra, dtype, data, ceil):
                                rtol=TOL[dtype], atol=TOL[dtype])
 
 
+@given(n=st.integers(1, 3), c=st.integers(1, 4), o=st.integers(1, 4), H=st.integers(1, 9),
+       W=st.integers(1, 9), ph=st.integers(0, 3), pw=st.integers(0, 3),
+       dtype=st.sampled_from([np.float64, np.float32]))
+def test_winograd_twins_agree(n, c, o, H, W, ph, pw, dtype):
+    H, W = max(H, 3 - 2 * ph), max(W, 3 - 2 * pw)  # the 3x3 kernel must fit the padded input
+    H_out, W_out = H + 2 * ph - 2, W + 2 * pw - 2
+    th, tw = tiles(H_out, W_out)
+    rng = np.random.default_rng(H * 10 + W)
+    x, padding = rng.standard_normal((n, c, H, W)).astype(dtype), (ph, pw)
+    M = rng.standard_normal((16, o, n * th * tw)).astype(dtype)
+    dy = rng.standard_normal((n, o, H_out, W_out)).astype(dtype)
+    pairs = [
+        ((winograd_input_reference, kernels.winograd_input_numba), (x, padding, th, tw), (16, c, M.shape[2])),
+        ((winograd_output_reference, kernels.winograd_output_numba), (M, th, tw), dy.shape),
+        ((winograd_output_backward_reference, kernels.winograd_output_backward_numba), (dy, th, tw), M.shape),
+        ((winograd_input_backward_reference, kernels.winograd_input_backward_numba),
+         (rng.standard_normal((16, c, M.shape[2])).astype(dtype), padding, th, tw), x.shape),
+    ]
+    for (reference, twin), args, shape in pairs:
+        ref = reference(*args, np.full(shape, np.nan, dtype))
+        fast = twin(*args, np.full(shape, np.nan, dtype))
+        np.testing.assert_allclose(fast, ref, rtol=TOL[dtype], atol=TOL[dtype], err_msg=twin.__name__)
+
+
 def test_switch_selects_the_backend(monkeypatch):
     monkeypatch.setattr(kernels, "_backend", "numba")
     assert kernels.use_numba()
@@ -69,15 +95,16 @@ def test_switch_selects_the_backend(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_whole_conv_layer_same_on_both_backends(dtype, monkeypatch):
+@pytest.mark.parametrize("kernel,stride,padding,out", [((3, 5), 2, (1, 2), 9), (3, 1, 1, 17)])
+def test_whole_conv_layer_same_on_both_backends(dtype, kernel, stride, padding, out, monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 8, 17, 17)).astype(dtype)
-    g = rng.standard_normal((4, 16, 9, 9)).astype(dtype)
+    g = rng.standard_normal((4, 16, out, out)).astype(dtype)
     results = []
     for backend in ("reference", "numba"):
         monkeypatch.setattr(kernels, "_backend", backend)
         nn.manual_seed(0)
-        conv = nn.Conv2d(8, 16, (3, 5), stride=2, padding=(1, 2)).to(dtype)
+        conv = nn.Conv2d(8, 16, kernel, stride=stride, padding=padding).to(dtype)
         results.append((conv(x), conv.backward(g), conv.weight.grad))
     for ref, fast in zip(*results):
         np.testing.assert_allclose(fast, ref, rtol=TOL[dtype], atol=TOL[dtype] * 10)

@@ -1,0 +1,106 @@
+"""Winograd's minimal filtering F(2x2, 3x3): a 3x3 stride-1 convolution with 2.25x fewer products.
+
+im2col computes each output pixel with 9 multiply-adds per input channel. Winograd (Lavin & Gray
+2015, "Fast Algorithms for Convolutional Neural Networks") computes a 2x2 block of outputs from
+the 4x4 input tile d under it with 16 multiplications instead of 36:
+
+    Y = A^T [ (G g G^T) * (B^T d B) ] A          (* is element-wise; g is the 3x3 kernel)
+
+        B^T = [1  0 -1  0]     G = [ 1    0    0 ]     A^T = [1  1  1  0]
+              [0  1  1  0]         [1/2  1/2  1/2]           [0  1 -1 -1]
+              [0 -1  1  0]         [1/2 -1/2  1/2]
+              [0  1  0 -1]         [ 0    0    1 ]
+
+Summed over input channels, the element-wise product becomes, for each of the 16 tile positions
+xi = (k, l), one matrix product over the whole batch:
+
+    U[xi] = (G W G^T)[xi]          (C_out, C_in)     the kernels, transformed once per step
+    V[xi] = (B^T d B)[xi]          (C_in, T)         every input tile, T = N * tiles per image
+    M[xi] = U[xi] @ V[xi]          (C_out, T)        16 GEMMs of 1/2.25 the im2col GEMM's work
+    y tile = A^T M A               (2x2 outputs per tile; tiles beyond H_out, W_out are cut off)
+
+Tiles step by 2 and overlap by 2: tile (a, b) reads padded rows 2a..2a+3, columns 2b..2b+3.
+
+Backward is the same chain read backwards; every step is linear, so its gradient is its
+transpose (no approximation: this is the exact gradient of the exact convolution):
+    dM = A dY A^T                  (per tile, dY zero beyond H_out, W_out)
+    dU = dM @ V^T   ->  dW = G^T dU G          dV = U^T @ dM  ->  dd = B dV B^T, added back
+                                                                   where each tile was read
+The input tiles V are recomputed in backward rather than kept (4x the input per layer).
+
+Rounding: the transforms only add, subtract and halve, so float32 results differ from im2col's
+by a few units in the last place of the largest terms (tests/test_winograd.py pins it).
+
+The functions below are the readable references, written with the matrices above; nn/kernels.py
+has their Numba twins (same signatures), picked by the switch there.
+"""
+import numpy as np
+
+BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
+AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
+
+
+def tiles(H_out, W_out):
+    """Number of 2x2 output tiles along each axis."""
+    return (H_out + 1) // 2, (W_out + 1) // 2
+
+
+def transform_weight(w):
+    """U[(k, l), o, c] = (G w[o, c] G^T)[k, l]: (C_out, C_in, 3, 3) -> (16, C_out, C_in)"""
+    g = G.astype(w.dtype)
+    return np.einsum("ki,ocij,lj->kloc", g, w, g, optimize=True).reshape(16, w.shape[0], w.shape[1])
+
+
+def transform_weight_backward(dU):
+    """dw[o, c] = G^T dU[:, o, c] G: (16, C_out, C_in) -> (C_out, C_in, 3, 3)"""
+    g = G.astype(dU.dtype)
+    return np.einsum("ki,kloc,lj->ocij", g, dU.reshape(4, 4, *dU.shape[1:]), g, optimize=True)
+
+
+def winograd_input_reference(x, padding, th, tw, V):
+    """V[(k, l), c, (n, a, b)] = (B^T d B)[k, l], d = xp[n, c, 2a:2a+4, 2b:2b+4] (xp: x zero-padded)"""
+    N, C, H, W = x.shape
+    ph, pw = padding
+    xp = np.zeros((N, C, 2 * th + 2, 2 * tw + 2), x.dtype)  # the tiles may reach one row past the padding
+    xp[:, :, ph:ph + H, pw:pw + W] = x
+    d = np.stack([np.stack([xp[:, :, i:i + 2 * th:2, j:j + 2 * tw:2] for j in range(4)])
+                  for i in range(4)])                                       # (4, 4, N, C, th, tw)
+    bt = BT.astype(x.dtype)
+    V.reshape(4, 4, C, N, th, tw)[...] = np.einsum("ki,ijncab,lj->klcnab", bt, d, bt)
+    return V
+
+
+def winograd_output_reference(M, th, tw, y):
+    """y[n, o, 2a+u, 2b+v] = (A^T m A)[u, v], m = M[:, o, (n, a, b)] as a 4x4 tile (cut at H_out, W_out)"""
+    N, C_out, H_out, W_out = y.shape
+    at = AT.astype(M.dtype)
+    m = M.reshape(4, 4, C_out, N, th, tw)
+    full = np.einsum("uk,klonab,vl->noaubv", at, m, at).reshape(N, C_out, 2 * th, 2 * tw)
+    y[...] = full[:, :, :H_out, :W_out]
+    return y
+
+
+def winograd_output_backward_reference(dout, th, tw, dM):
+    """dM[(k, l), o, (n, a, b)] = (A dY A^T)[k, l], dY = dout[n, o, 2a:2a+2, 2b:2b+2] (zero beyond the edge)"""
+    N, C_out, H_out, W_out = dout.shape
+    dfull = np.zeros((N, C_out, 2 * th, 2 * tw), dout.dtype)
+    dfull[:, :, :H_out, :W_out] = dout
+    at = AT.astype(dout.dtype)
+    dtiles = dfull.reshape(N, C_out, th, 2, tw, 2)
+    dM.reshape(4, 4, C_out, N, th, tw)[...] = np.einsum("uk,noaubv,vl->klonab", at, dtiles, at)
+    return dM
+
+
+def winograd_input_backward_reference(dV, padding, th, tw, dx):
+    """dx[n, c] = sum over tiles of (B dV B^T) added back at xp[n, c, 2a:2a+4, 2b:2b+4], padding cut off"""
+    N, C, H, W = dx.shape
+    ph, pw = padding
+    bt = BT.astype(dV.dtype)
+    dd = np.einsum("ki,klcnab,lj->ijncab", bt, dV.reshape(4, 4, C, N, th, tw), bt)
+    dxp = np.zeros((N, C, 2 * th + 2, 2 * tw + 2), dV.dtype)
+    for i in range(4):
+        for j in range(4):  # neighbouring tiles overlap by 2, so their contributions add up
+            dxp[:, :, i:i + 2 * th:2, j:j + 2 * tw:2] += dd[i, j]
+    dx[...] = dxp[:, :, ph:ph + H, pw:pw + W]
+    return dx

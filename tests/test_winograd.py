@@ -1,0 +1,79 @@
+"""Winograd F(2x2, 3x3): the transforms, their transposes, the layer's gradients and float32 rounding."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import nn
+from nn import winograd
+from nn.gradcheck import check_module
+from nn.winograd import (AT, BT, G, winograd_input_backward_reference, winograd_input_reference,
+                         winograd_output_backward_reference, winograd_output_reference)
+from tests.conftest import assert_gradients_ok
+
+
+def test_one_dimensional_f23_is_a_correlation(rng):
+    """A^T [(G g) * (B^T d)] gives the two outputs of correlating 4 inputs with 3 taps, with 4
+    multiplications instead of 6: the identity the 2-D version applies along both axes."""
+    for _ in range(5):
+        d, g = rng.standard_normal(4), rng.standard_normal(3)
+        np.testing.assert_allclose(AT @ ((G @ g) * (BT @ d)), [d[0:3] @ g, d[1:4] @ g], atol=1e-14)
+
+
+def test_two_dimensional_tile(rng):
+    d, g = rng.standard_normal((4, 4)), rng.standard_normal((3, 3))
+    direct = [[(d[u:u + 3, v:v + 3] * g).sum() for v in range(2)] for u in range(2)]
+    np.testing.assert_allclose(AT @ ((G @ g @ G.T) * (BT @ d @ BT.T)) @ AT.T, direct, atol=1e-13)
+
+
+@pytest.mark.parametrize("H_out,W_out,tiles", [(28, 28, (14, 14)), (147, 35, (74, 18)), (1, 2, (1, 1))])
+def test_tile_counts(H_out, W_out, tiles):
+    assert winograd.tiles(H_out, W_out) == tiles
+
+
+def test_each_backward_transform_is_the_transpose_of_its_forward(rng):
+    """<f(a), b> == <a, f^T(b)> for random a, b: the backward kernels are exact transposes."""
+    N, C, H, W, padding = 2, 3, 5, 6, (1, 0)
+    th, tw = winograd.tiles(H + 2 - 2, W - 2)
+    T = N * th * tw
+    x, dV = rng.standard_normal((N, C, H, W)), rng.standard_normal((16, C, T))
+    V = winograd_input_reference(x, padding, th, tw, np.empty((16, C, T)))
+    dx = winograd_input_backward_reference(dV, padding, th, tw, np.empty_like(x))
+    assert np.vdot(V, dV) == pytest.approx(np.vdot(x, dx), rel=1e-12)
+
+    M, dy = rng.standard_normal((16, 4, T)), rng.standard_normal((N, 4, H, W - 2))
+    y = winograd_output_reference(M, th, tw, np.empty_like(dy))
+    dM = winograd_output_backward_reference(dy, th, tw, np.empty_like(M))
+    assert np.vdot(y, dy) == pytest.approx(np.vdot(M, dM), rel=1e-12)
+
+    w, dU = rng.standard_normal((4, C, 3, 3)), rng.standard_normal((16, 4, C))
+    assert np.vdot(winograd.transform_weight(w), dU) == pytest.approx(
+        np.vdot(w, winograd.transform_weight_backward(dU)), rel=1e-12)
+
+
+@given(n=st.integers(1, 2), c_in=st.integers(1, 3), c_out=st.integers(1, 3), ph=st.integers(0, 3),
+       pw=st.integers(0, 3), extra_h=st.integers(0, 5), extra_w=st.integers(0, 5), bias=st.booleans())
+def test_gradients_match_finite_differences(n, c_in, c_out, ph, pw, extra_h, extra_w, bias):
+    """Odd and even output sizes (half-filled edge tiles), paddings from 0 to 3."""
+    H, W = max(1, 3 - 2 * ph) + extra_h, max(1, 3 - 2 * pw) + extra_w
+    conv = nn.Conv2d(c_in, c_out, 3, padding=(ph, pw), bias=bias).double()
+    assert conv.algorithm == "winograd"
+    x = np.random.default_rng(H * 11 + W).standard_normal((n, c_in, H, W))
+    assert_gradients_ok(check_module(conv, x))
+
+
+@pytest.mark.parametrize("c_in,c_out,size", [(64, 96, 28), (192, 192, 17), (32, 32, 35)])
+def test_float32_rounding_is_like_im2col(c_in, c_out, size, rng):
+    """Measured: both paths land within 1e-6 of the float64 result (relative to its largest value)."""
+    x = rng.standard_normal((2, c_in, size, size)).astype(np.float32)
+    g = rng.standard_normal((2, c_out, size, size)).astype(np.float32)
+    nn.manual_seed(0)
+    exact = nn.Conv2d(c_in, c_out, 3, padding=1).double()
+    wanted = (exact(x.astype(np.float64)), exact.backward(g.astype(np.float64)))
+    for algorithm in ("winograd", "im2col"):
+        nn.manual_seed(0)
+        conv = nn.Conv2d(c_in, c_out, 3, padding=1, algorithm=algorithm)
+        got = (conv(x), conv.backward(g))
+        for ours, ref, grad in [(got[0], wanted[0], "y"), (got[1], wanted[1], "dx"),
+                                (conv.weight.grad, exact.weight.grad, "dW")]:
+            error = np.abs(ours - ref).max() / np.abs(ref).max()
+            assert error < 2e-6, f"{algorithm} {grad}: {error:.1e}"
