@@ -7,12 +7,15 @@ numpy's float32 GEMM rate measured in the same run, and torch (with --compare-to
 the same run on the same shapes, interleaved with ours.
 """
 import importlib.util
+import json
 import math
 import resource
 import statistics
+import subprocess
+import sys
 import time
 
-import nn  # first: sets OPENBLAS_THREAD_TIMEOUT before NumPy loads
+import nn  # first: lets idle BLAS and OpenMP threads sleep (nn/runtime.py)
 import numpy as np
 
 
@@ -44,10 +47,15 @@ def have_torch():
     return importlib.util.find_spec("torch") is not None
 
 
-def import_torch(threads=2):
-    import torch
-    torch.set_num_threads(threads)
-    return torch
+def torch_job(job, same_allocator=True, **kwargs):
+    """Time something in PyTorch (benchmarks/torch_side.py) in a fresh process, where torch loads
+    before nn and keeps its own thread settings; returns the job's figures."""
+    request = json.dumps({"job": job, "same_allocator": same_allocator, "kwargs": kwargs})
+    out = subprocess.run([sys.executable, "-m", "benchmarks.torch_side", request],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"torch {job} {kwargs} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def ratio_line(ratios):

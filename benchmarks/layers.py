@@ -5,14 +5,16 @@
     python -m benchmarks.layers --compare-torch    # PyTorch on the same shapes, same run
 
 Conv2d GFLOP/s count 2*N*C_out*H_out*W_out*C_in*KH*KW per forward and three times that per
-forward+backward (dx and dW each cost one more product of the same size).
+forward+backward (dx and dW each cost one more product of the same size). PyTorch times each
+layer in a process of its own, right after ours (benchmarks/torch_side.py), with the same
+class, arguments and input shape.
 """
 import argparse
 
-import nn  # first: sets OPENBLAS_THREAD_TIMEOUT before NumPy loads
+import nn  # first: lets idle BLAS and OpenMP threads sleep (nn/runtime.py)
 import numpy as np
 
-from .common import have_torch, header, import_torch, median_time, ratio_line
+from .common import have_torch, header, median_time, ratio_line, torch_job
 
 # (C_in, H, C_out, kernel, stride, padding, batch): the shapes issue #2 names, plus the V3 stem
 REPRESENTATIVE = [
@@ -53,69 +55,48 @@ def conv_flops(N, C_in, H_out, W_out, C_out, kernel):
     return 2 * N * C_out * H_out * W_out * C_in * kernel[0] * kernel[1]
 
 
-def bench_conv(shape, torch, repeat):
-    C_in, H, C_out, kernel, stride, padding, N = shape
-    H, W = (H, H) if isinstance(H, int) else H
+def bench_layer(cls, args, kwargs, shape, repeat, compare_torch):
+    """Forward and forward+backward ms of nn.<cls>(*args, **kwargs), and torch.nn.<cls>'s if asked."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((N, C_in, H, W), dtype=np.float32)
-    conv = nn.Conv2d(C_in, C_out, kernel, stride=stride, padding=padding, bias=False)
-    y = conv(x)
-    g = rng.standard_normal(y.shape, dtype=np.float32)
-    flops = conv_flops(N, C_in, y.shape[2], y.shape[3], C_out, kernel)
-    fwd = median_time(lambda: conv(x), repeat)
-    both = median_time(lambda: forward_backward(conv, x, g), repeat)
-    row = {"fwd_ms": 1e3 * fwd, "fwdbwd_ms": 1e3 * both, "fwd_gflops": flops / fwd / 1e9,
-           "fwdbwd_gflops": 3 * flops / both / 1e9}
-    if torch is not None:
-        tconv = torch.nn.Conv2d(C_in, C_out, kernel, stride, padding, bias=False)
-        tx = torch.from_numpy(x).requires_grad_(True)
-        tg = torch.from_numpy(g)
-
-        def torch_both():
-            tx.grad = None
-            tconv.weight.grad = None
-            tconv(tx).backward(tg)
-        with torch.no_grad():
-            row["torch_fwd_ms"] = 1e3 * median_time(lambda: tconv(tx), repeat)
-        row["torch_fwdbwd_ms"] = 1e3 * median_time(torch_both, repeat)
+    layer = getattr(nn, cls)(*args, **kwargs)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    g = rng.standard_normal(layer(x).shape, dtype=np.float32)
+    row = {"fwd_ms": 1e3 * median_time(lambda: layer(x), repeat),
+           "fwdbwd_ms": 1e3 * median_time(lambda: forward_backward(layer, x, g), repeat)}
+    if compare_torch:
+        theirs = torch_job("layer", cls=cls, args=args, kwargs=kwargs, shape=shape, repeat=repeat)
+        row |= {"torch_fwd_ms": theirs["fwd_ms"], "torch_fwdbwd_ms": theirs["fwdbwd_ms"]}
     return row
 
 
-def bench_other(torch, repeat, N=32):
-    """BN, ReLU, pools, concat at typical Inception shapes."""
-    rng = np.random.default_rng(0)
-    cases = [
-        ("BatchNorm2d 192@28", nn.BatchNorm2d(192), (N, 192, 28, 28),
-         lambda t: t.nn.BatchNorm2d(192)),
-        ("ReLU 192@28", nn.ReLU(), (N, 192, 28, 28), lambda t: t.nn.ReLU()),
-        ("MaxPool2d 3/2/1 64@112", nn.MaxPool2d(3, 2, 1), (N, 64, 112, 112),
-         lambda t: t.nn.MaxPool2d(3, 2, 1)),
-        ("AvgPool2d 3/1/1 256@28", nn.AvgPool2d(3, 1, 1), (N, 256, 28, 28),
-         lambda t: t.nn.AvgPool2d(3, 1, 1)),
-        ("global AvgPool 1024@7", nn.AdaptiveAvgPool2d(1), (N, 1024, 7, 7),
-         lambda t: t.nn.AdaptiveAvgPool2d(1)),
-        ("Concat 4 branches @28", nn.Concat(*[nn.Identity() for _ in range(4)]), (N, 64, 28, 28), None),
-    ]
-    rows = []
-    for name, layer, shape, make_torch in cases:
-        x = rng.standard_normal(shape, dtype=np.float32)
-        y = layer(x)
-        g = rng.standard_normal(y.shape, dtype=np.float32)
-        row = {"name": name, "fwd_ms": 1e3 * median_time(lambda: layer(x), repeat),
-               "fwdbwd_ms": 1e3 * median_time(lambda: forward_backward(layer, x, g), repeat)}
-        if torch is not None and make_torch is not None:
-            tl = make_torch(torch)
-            tx = torch.from_numpy(x).requires_grad_(True)
-            tg = torch.from_numpy(g)
+def bench_conv(shape, repeat, compare_torch):
+    C_in, H, C_out, kernel, stride, padding, N = shape
+    H, W = (H, H) if isinstance(H, int) else H
+    row = bench_layer("Conv2d", [C_in, C_out, list(kernel)], {"stride": stride, "padding": list(padding),
+                      "bias": False}, [N, C_in, H, W], repeat, compare_torch)
+    out = nn.Conv2d(C_in, C_out, kernel, stride=stride, padding=padding).output_size(H, W)
+    flops = conv_flops(N, C_in, *out, C_out, kernel)
+    return row | {"fwd_gflops": flops / row["fwd_ms"] / 1e6, "fwdbwd_gflops": 3 * flops / row["fwdbwd_ms"] / 1e6}
 
-            def torch_both():
-                tx.grad = None
-                tl(tx).backward(tg)
-            with torch.no_grad():
-                row["torch_fwd_ms"] = 1e3 * median_time(lambda: tl(tx), repeat)
-            row["torch_fwdbwd_ms"] = 1e3 * median_time(torch_both, repeat)
-        rows.append(row)
-    return rows
+
+# (label, class in nn and torch.nn, its arguments, input shape): typical Inception shapes, batch 32
+OTHER_LAYERS = [
+    ("BatchNorm2d 192@28", "BatchNorm2d", [192], [32, 192, 28, 28]),
+    ("ReLU 192@28", "ReLU", [], [32, 192, 28, 28]),
+    ("MaxPool2d 3/2/1 64@112", "MaxPool2d", [3, 2, 1], [32, 64, 112, 112]),
+    ("AvgPool2d 3/1/1 256@28", "AvgPool2d", [3, 1, 1], [32, 256, 28, 28]),
+    ("global AvgPool 1024@7", "AdaptiveAvgPool2d", [1], [32, 1024, 7, 7]),
+]
+
+
+def bench_concat(repeat, N=32):
+    """Concat has no torch.nn twin (torch.cat is a function): ours only."""
+    rng = np.random.default_rng(0)
+    layer = nn.Concat(*[nn.Identity() for _ in range(4)])
+    x = rng.standard_normal((N, 64, 28, 28), dtype=np.float32)
+    g = rng.standard_normal(layer(x).shape, dtype=np.float32)
+    return {"fwd_ms": 1e3 * median_time(lambda: layer(x), repeat),
+            "fwdbwd_ms": 1e3 * median_time(lambda: forward_backward(layer, x, g), repeat)}
 
 
 def describe(shape):
@@ -132,36 +113,35 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--compare-torch", action="store_true")
     args = p.parse_args(argv)
-    nn.keep_freed_memory()  # as the training command does (torch, in this same process, gains too)
-    torch = None
-    if args.compare_torch:
-        if not have_torch():
-            p.error("--compare-torch needs torch (pip install torch==2.13.0)")
-        torch = import_torch()
-    header("Conv2d and friends, float32" + (f", torch {torch.__version__} (2 threads)" if torch else ""))
+    nn.keep_freed_memory()  # as the training command does (torch_side does the same for torch)
+    if args.compare_torch and not have_torch():
+        p.error("--compare-torch needs torch (pip install torch==2.13.0)")
+    header("Conv2d and friends, float32" + (", torch with 2 threads" if args.compare_torch else ""))
     shapes = conv_shapes_of_models(args.batch_size or 8) if args.all else REPRESENTATIVE
     if args.batch_size:
         shapes = [s[:-1] + (args.batch_size,) for s in shapes]
     ratios = []
     cols = f"{'conv':32s} {'fwd ms':>8s} {'GFLOP/s':>8s} {'f+b ms':>8s} {'GFLOP/s':>8s}"
-    print(cols + ("  torch f+b ms  ratio" if torch else ""))
+    print(cols + ("  torch f+b ms  ratio" if args.compare_torch else ""))
     for shape in shapes:
-        r = bench_conv(shape, torch, args.repeat)
+        r = bench_conv(shape, args.repeat, args.compare_torch)
         line = (f"{describe(shape):32s} {r['fwd_ms']:8.1f} {r['fwd_gflops']:8.0f} {r['fwdbwd_ms']:8.1f} "
                 f"{r['fwdbwd_gflops']:8.0f}")
-        if torch:
+        if args.compare_torch:
             ratio = r["torch_fwdbwd_ms"] / r["fwdbwd_ms"]
             ratios.append(ratio)
             line += f"  {r['torch_fwdbwd_ms']:11.1f}  {ratio:5.2f}"
         print(line, flush=True)
     print()
-    print(f"{'layer':32s} {'fwd ms':>8s} {'f+b ms':>8s}" + ("  torch fwd / f+b ms" if torch else ""))
-    for r in bench_other(torch, args.repeat):
-        line = f"{r['name']:32s} {r['fwd_ms']:8.2f} {r['fwdbwd_ms']:8.2f}"
+    print(f"{'layer':32s} {'fwd ms':>8s} {'f+b ms':>8s}" + ("  torch fwd / f+b ms" if args.compare_torch else ""))
+    rows = [(label, bench_layer(cls, layer_args, {}, shape, args.repeat, args.compare_torch))
+            for label, cls, layer_args, shape in OTHER_LAYERS]
+    for label, r in rows + [("Concat 4 branches @28", bench_concat(args.repeat))]:
+        line = f"{label:32s} {r['fwd_ms']:8.2f} {r['fwdbwd_ms']:8.2f}"
         if "torch_fwd_ms" in r:
             line += f"  {r['torch_fwd_ms']:8.2f} / {r['torch_fwdbwd_ms']:.2f}"
         print(line, flush=True)
-    if torch:
+    if args.compare_torch:
         print()
         print("conv forward+backward " + ratio_line(ratios))
 

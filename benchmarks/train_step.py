@@ -4,7 +4,8 @@
     python -m benchmarks.train_step --compare-torch         # PyTorch on the same network, same run
     python -m benchmarks.train_step --config inception_v3:299:8
 
-Each configuration runs in a fresh subprocess, so its peak RSS is its own. Both frameworks run
+Each configuration runs in a fresh subprocess, so its peak RSS is its own; PyTorch's loads torch
+before nn, so it keeps its own thread settings (benchmarks/torch_side.py). Both frameworks run
 with nn.keep_freed_memory() (glibc keeps freed memory for reuse), as the training command does;
 PyTorch gains even more from it than we do. --torch-default-allocator times PyTorch as a plain
 PyTorch script runs, without it. Images/s are the
@@ -17,7 +18,7 @@ import json
 import subprocess
 import sys
 
-from .common import have_torch, header, ratio_line
+from .common import have_torch, header, ratio_line, torch_job
 
 CONFIGS = ["inception_v2:96:32", "inception_v2:224:8", "inception_v3:75:32", "inception_v3:299:8"]
 
@@ -47,42 +48,11 @@ def measure_ours(model_name, size, batch, repeat):
     return {"step_s": step, "eval_s": evaluation, "mult_adds": mult_adds, "rss_mb": peak_rss_mb()}
 
 
-def measure_torch(model_name, size, batch, repeat, same_allocator=True):
-    import nn
-    import numpy as np
-
-    import models
-
-    from .common import import_torch, median_time, peak_rss_mb
-    from .torch_reference import convert
-    torch = import_torch()
-    if same_allocator:
-        nn.keep_freed_memory()  # the same allocator setting as ours: torch gains from it too
-    model = convert(models.build(model_name), copy_weights=False)
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.standard_normal((batch, 3, size, size), dtype=np.float32))
-    y = torch.from_numpy(rng.integers(0, 10, batch))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ce = torch.nn.CrossEntropyLoss(label_smoothing=1e-4)
-
-    def step():
-        opt.zero_grad()
-        main, *aux = model(x)
-        (ce(main, y) + 0.3 * sum(ce(a, y) for a in aux)).backward()
-        opt.step()
-    model.train()
-    step_s = median_time(step, repeat)
-    model.eval()
-    with torch.no_grad():
-        eval_s = median_time(lambda: model(x), repeat)
-    return {"step_s": step_s, "eval_s": eval_s, "rss_mb": peak_rss_mb()}
-
-
-def run_child(framework, config, repeat):
-    out = subprocess.run([sys.executable, "-m", "benchmarks.train_step", "--child", framework, config,
+def run_ours(config, repeat):
+    out = subprocess.run([sys.executable, "-m", "benchmarks.train_step", "--child", config,
                           "--repeat", str(repeat)], capture_output=True, text=True)
     if out.returncode != 0:
-        raise RuntimeError(f"{framework} {config} failed:\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"{config} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -93,33 +63,29 @@ def main(argv=None):
     p.add_argument("--compare-torch", action="store_true")
     p.add_argument("--torch-default-allocator", action="store_true",
                    help="time PyTorch with glibc's default allocator settings")
-    p.add_argument("--child", nargs=2, metavar=("FRAMEWORK", "CONFIG"), help=argparse.SUPPRESS)
+    p.add_argument("--child", metavar="CONFIG", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        framework, config = args.child
-        name, size, batch = config.split(":")
-        if framework == "ours":
-            result = measure_ours(name, int(size), int(batch), args.repeat)
-        else:
-            result = measure_torch(name, int(size), int(batch), args.repeat, framework == "torch")
-        print(json.dumps(result))
+        name, size, batch = args.child.split(":")
+        print(json.dumps(measure_ours(name, int(size), int(batch), args.repeat)))
         return
     if args.compare_torch and not have_torch():
         p.error("--compare-torch needs torch (pip install torch==2.13.0)")
     peak = header("Training step: forward (with aux heads), loss, backward, AdamW; float32")
-    torch_kind = "torch-default-allocator" if args.torch_default_allocator else "torch"
     print(f"{'config':22s} {'img/s':>7s} {'GFLOP/s':>8s} {'% GEMM':>7s} {'peak MB':>8s} {'eval img/s':>10s}"
           + ("   torch img/s  peak MB  eval img/s  ratio  mem ratio" if args.compare_torch else ""))
     ratios = []
     for config in args.config or CONFIGS:
         batch = int(config.split(":")[2])
-        r = run_child("ours", config, args.repeat)
+        r = run_ours(config, args.repeat)
         ips = batch / r["step_s"]
         gflops = 3 * 2 * r["mult_adds"] * batch / r["step_s"] / 1e9
         line = (f"{config:22s} {ips:7.1f} {gflops:8.0f} {100 * gflops / peak:6.0f}% {r['rss_mb']:8.0f} "
                 f"{batch / r['eval_s']:10.1f}")
         if args.compare_torch:
-            t = run_child(torch_kind, config, args.repeat)
+            name, size, _ = config.split(":")
+            t = torch_job("train_step", same_allocator=not args.torch_default_allocator,
+                          model_name=name, size=int(size), batch=batch, repeat=args.repeat)
             tips = batch / t["step_s"]
             ratios.append(ips / tips)
             line += (f"   {tips:11.1f} {t['rss_mb']:8.0f} {batch / t['eval_s']:11.1f} {ips / tips:6.2f} "

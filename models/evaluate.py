@@ -10,7 +10,7 @@ The model, its width, image size and normalisation come from the checkpoint's co
 import argparse
 import sys
 
-import nn  # first: sets OPENBLAS_THREAD_TIMEOUT before NumPy loads
+import nn  # first: lets idle BLAS and OpenMP threads sleep (nn/runtime.py)
 
 import data
 

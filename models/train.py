@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 
-import nn  # first: sets OPENBLAS_THREAD_TIMEOUT before NumPy loads
+import nn  # first: lets idle BLAS and OpenMP threads sleep (nn/runtime.py)
 import numpy as np
 
 import data

@@ -6,9 +6,9 @@
     y = relu(bn(conv(x)))
     dx = conv.backward(bn.backward(relu.backward(dy)))   # gradients accumulate into p.grad
 """
-from .runtime import keep_freed_memory, quiet_blas_threads
+from .runtime import keep_freed_memory, quiet_idle_threads
 
-quiet_blas_threads()  # before NumPy loads OpenBLAS: see nn/runtime.py
+quiet_idle_threads()  # before NumPy loads OpenBLAS and Numba loads OpenMP: see nn/runtime.py
 
 from .module import Parameter, Buffer, Module, Sequential, Concat
 from .conv import Conv2d

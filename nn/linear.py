@@ -1,5 +1,4 @@
 """Linear (fully connected) layer, PyTorch's layout: weight (out_features, in_features)."""
-import numpy as np
 
 from . import init
 from ._checks import check_input

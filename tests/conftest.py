@@ -3,7 +3,7 @@ the location of the real data sets, and float64 helpers."""
 import os
 from pathlib import Path
 
-import nn  # noqa: F401  (first: it sets OPENBLAS_THREAD_TIMEOUT before NumPy loads OpenBLAS)
+import nn  # noqa: F401  (first: lets idle BLAS and OpenMP threads sleep, nn/runtime.py)
 import numpy as np
 import pytest
 from hypothesis import settings

@@ -1,6 +1,5 @@
 """Optimizers and schedules: PyTorch's 3-step trajectories, decoupled decay, convergence, resume."""
 import copy
-import math
 
 import numpy as np
 import pytest
