@@ -28,9 +28,12 @@ A 3x3 convolution with stride 1 (any padding) goes through Winograd's F(2x2, 3x3
 (nn/winograd.py): 2.25x fewer multiplications in all three products and a 4x rather than 9x
 expansion of the input. Measured at 3x3 64->96 @28, batch 32, forward+backward: 84 -> 49 ms.
 
+Winograd computes whole 2x2 tiles, so on small odd maps part of its work falls outside the
+output (a 3x3 map is 4 tiles, 16 outputs for 9): there im2col is faster, and "auto" picks it.
+
 Conv2d(..., algorithm="auto") picks one of the three ("pointwise", "winograd", "im2col") by the
-rules above; naming one forces it where it applies (im2col applies everywhere), so the paths
-can be compared on the same layer.
+rules above, for each input size (algorithm_for); naming one forces it where it applies (im2col
+applies everywhere), so the paths can be compared on the same layer.
 """
 import numpy as np
 
@@ -70,6 +73,9 @@ def col2im_reference(cols, KH, KW, stride, padding, dilation, H_out, W_out, dx):
 
 
 POINTWISE_FOLD_BELOW = 196  # H*W under which one folded GEMM beats per-image GEMMs (measured)
+# Winograd's share of useful tile outputs (nn/winograd.py fill) from which it beats im2col;
+# measured at Inception's shapes: 6x6, 8x8, 17x17 (fill 0.89) and up win, 7x7 (0.77) and 3x3 lose.
+WINOGRAD_MIN_FILL = 0.8
 
 
 def pointwise_forward(w2, x3):
@@ -117,7 +123,8 @@ class Conv2d(Module):
     Math:      y[n, o, h, w] = b[o] + sum over (c, i, j) of W[o, c, i, j] * xp[n, c, h*sh + i*dh, w*sw + j*dw]
     Backward:  dW = dY @ cols.T,  db = sum(dY),  dx = col2im(W.T @ dY)
     Shapes:    x (N, C_in, H, W) -> y (N, C_out, H_out, W_out); weight (C_out, C_in, KH, KW); bias (C_out,)
-    Cache:     x (cols, or Winograd's input tiles, are rebuilt in backward rather than kept).
+    Cache:     x and the algorithm used (cols, or Winograd's input tiles, are rebuilt in backward
+               rather than kept; Winograd's transformed kernels U are kept).
     Arguments follow torch.nn.Conv2d; groups must be 1 and padding_mode "zeros". `algorithm`
     ("auto", "pointwise", "winograd", "im2col") picks how it is computed, not what.
     """
@@ -145,7 +152,7 @@ class Conv2d(Module):
         dtype = dtype or init.DEFAULT_DTYPE
         self.weight = Parameter(init.uniform_fan_in((out_channels, in_channels, KH, KW), fan_in, dtype))
         self.bias = Parameter(init.uniform_fan_in((out_channels,), fan_in, dtype)) if bias else None
-        self.algorithm = self._resolve_algorithm(algorithm, name)
+        self.algorithm = self._check_algorithm(algorithm, name)
 
     def _resolve_padding(self, padding, name):
         if padding == "valid":
@@ -160,24 +167,36 @@ class Conv2d(Module):
             return (reach[0] // 2, reach[1] // 2)
         return pair(padding, "padding", name)
 
-    def _resolve_algorithm(self, algorithm, name):
-        """The fastest path that computes this layer exactly: see the module docstring."""
-        applies = {
+    def _applicable(self):
+        """Which algorithms compute this layer exactly (im2col: every geometry)."""
+        return {
             "pointwise": self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0),
             "winograd": self.kernel_size == (3, 3) and self.stride == (1, 1) and self.dilation == (1, 1),
             "im2col": True,
         }
-        if algorithm == "auto":
-            return next(a for a, ok in applies.items() if ok)
-        if algorithm not in applies:
+
+    def _check_algorithm(self, algorithm, name):
+        if algorithm not in self.ALGORITHMS:
             raise ValueError(f"{name}: algorithm must be one of {self.ALGORITHMS}, got {algorithm!r}")
-        if not applies[algorithm]:
+        if algorithm != "auto" and not self._applicable()[algorithm]:
             raise ValueError(f"{name}: algorithm={algorithm!r} needs "
                              + ("a 1x1 kernel, stride 1 and no padding" if algorithm == "pointwise"
                                 else "a 3x3 kernel, stride 1 and no dilation")
                              + f", got kernel_size={self.kernel_size}, stride={self.stride}, "
                              f"padding={self.padding}, dilation={self.dilation}")
         return algorithm
+
+    def algorithm_for(self, H_out, W_out):
+        """The path forward takes for an H_out x W_out output: the one asked for, or with "auto"
+        the fastest exact one (Winograd only where its 2x2 tiles fill the map well enough)."""
+        if self.algorithm != "auto":
+            return self.algorithm
+        applicable = self._applicable()
+        if applicable["pointwise"]:
+            return "pointwise"
+        if applicable["winograd"] and winograd.fill(H_out, W_out) >= WINOGRAD_MIN_FILL:
+            return "winograd"
+        return "im2col"
 
     def _describe(self):
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -210,11 +229,12 @@ class Conv2d(Module):
         x = np.ascontiguousarray(x)
         N = x.shape[0]
         H_out, W_out = self.output_size(*x.shape[2:])
-        self.cache = {"x": x, "H_out": H_out, "W_out": W_out}
+        algorithm = self.algorithm_for(H_out, W_out)
+        self.cache = {"x": x, "H_out": H_out, "W_out": W_out, "algorithm": algorithm}
         w2 = self.weight.data.reshape(self.out_channels, -1)            # (C_out, C*KH*KW)
-        if self.algorithm == "pointwise":
+        if algorithm == "pointwise":
             y = pointwise_forward(w2, x.reshape(N, self.in_channels, -1))  # (N, C_out, H*W)
-        elif self.algorithm == "winograd":
+        elif algorithm == "winograd":
             y = self._winograd_forward(x, H_out, W_out).reshape(N, self.out_channels, -1)
         else:
             cols = self._im2col(x, H_out, W_out)                        # (C*KH*KW, N*H_out*W_out)
@@ -237,11 +257,11 @@ class Conv2d(Module):
         dy3 = np.ascontiguousarray(dout).reshape(N, self.out_channels, -1)   # (N, C_out, H_out*W_out)
         if self.bias is not None:
             self.bias.grad += dy3.sum(axis=(0, 2))
-        if self.algorithm == "pointwise":
+        if cache["algorithm"] == "pointwise":
             x3 = x.reshape(N, self.in_channels, -1)
             self.weight.grad += pointwise_weight_grad(dy3, x3).reshape(self.weight.data.shape)
             return pointwise_forward(w2.T, dy3).reshape(x.shape)         # dx[n] = W.T @ dy[n]
-        if self.algorithm == "winograd":
+        if cache["algorithm"] == "winograd":
             return self._winograd_backward(x, np.ascontiguousarray(dout))
         dy2 = scratch("dout", (self.out_channels, N * H_out * W_out), x.dtype)
         dy2.reshape(self.out_channels, N, -1)[...] = dy3.transpose(1, 0, 2)
@@ -260,7 +280,7 @@ class Conv2d(Module):
     def _winograd_forward(self, x, H_out, W_out):
         th, tw = winograd.tiles(H_out, W_out)
         V = self._winograd_tiles(x, th, tw)                              # (16, C_in, T)
-        U = winograd.transform_weight(self.weight.data)                  # (16, C_out, C_in)
+        U = self.cache["U"] = winograd.transform_weight(self.weight.data)   # (16, C_out, C_in)
         M = np.matmul(U, V, out=scratch("winograd_M", (16, self.out_channels, V.shape[2]), x.dtype))
         y = np.empty((x.shape[0], self.out_channels, H_out, W_out), x.dtype)
         return kernels.twin(winograd_output_reference)(M, th, tw, y)
@@ -272,6 +292,5 @@ class Conv2d(Module):
         dM = kernels.twin(winograd_output_backward_reference)(dout, th, tw, dM)   # (16, C_out, T)
         V = self._winograd_tiles(x, th, tw)
         self.weight.grad += winograd.transform_weight_backward(np.matmul(dM, V.transpose(0, 2, 1)))
-        U = winograd.transform_weight(self.weight.data)
-        dV = np.matmul(U.transpose(0, 2, 1), dM, out=V)                 # V is no longer needed
+        dV = np.matmul(self.cache["U"].transpose(0, 2, 1), dM, out=V)   # V is no longer needed
         return kernels.twin(winograd_input_backward_reference)(dV, self.padding, th, tw, np.empty_like(x))

@@ -39,6 +39,7 @@ import numpy as np
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
+GG = np.kron(G, G)
 
 
 def tiles(H_out, W_out):
@@ -46,16 +47,23 @@ def tiles(H_out, W_out):
     return (H_out + 1) // 2, (W_out + 1) // 2
 
 
+def fill(H_out, W_out):
+    """The share of the tiles' outputs that lie inside the H_out x W_out map (1 when both are even)."""
+    th, tw = tiles(H_out, W_out)
+    return H_out * W_out / (4 * th * tw)
+
+
 def transform_weight(w):
-    """U[(k, l), o, c] = (G w[o, c] G^T)[k, l]: (C_out, C_in, 3, 3) -> (16, C_out, C_in)"""
-    g = G.astype(w.dtype)
-    return np.einsum("ki,ocij,lj->kloc", g, w, g, optimize=True).reshape(16, w.shape[0], w.shape[1])
+    """U[(k, l), o, c] = (G w[o, c] G^T)[k, l]: (C_out, C_in, 3, 3) -> (16, C_out, C_in)
+
+    Each of the 16 values is a fixed combination of the kernel's 9, so all kernels go through
+    one matrix product with GG = kron(G, G), GG[(k, l), (i, j)] = G[k, i] * G[l, j]."""
+    return (GG.astype(w.dtype) @ w.reshape(-1, 9).T).reshape(16, w.shape[0], w.shape[1])
 
 
 def transform_weight_backward(dU):
     """dw[o, c] = G^T dU[:, o, c] G: (16, C_out, C_in) -> (C_out, C_in, 3, 3)"""
-    g = G.astype(dU.dtype)
-    return np.einsum("ki,kloc,lj->ocij", g, dU.reshape(4, 4, *dU.shape[1:]), g, optimize=True)
+    return (dU.reshape(16, -1).T @ GG.astype(dU.dtype)).reshape(dU.shape[1], dU.shape[2], 3, 3)
 
 
 def winograd_input_reference(x, padding, th, tw, V):

@@ -121,15 +121,21 @@ def test_bad_arguments():
 
 
 def test_auto_picks_the_fastest_exact_algorithm():
-    assert nn.Conv2d(6, 4, 1).algorithm == "pointwise"
-    assert nn.Conv2d(6, 4, 1, stride=2).algorithm == "im2col"
-    assert nn.Conv2d(6, 4, 1, padding=1).algorithm == "im2col"
-    assert nn.Conv2d(6, 4, 3).algorithm == "winograd"
-    assert nn.Conv2d(6, 4, 3, padding=2).algorithm == "winograd"
-    assert nn.Conv2d(6, 4, 3, stride=2).algorithm == "im2col"
-    assert nn.Conv2d(6, 4, 3, dilation=2).algorithm == "im2col"
-    assert nn.Conv2d(6, 4, (1, 3)).algorithm == "im2col"
-    assert nn.Conv2d(6, 4, 3, algorithm="im2col").algorithm == "im2col"
+    def chosen(*args, size=(12, 12), **kwargs):
+        return nn.Conv2d(6, 4, *args, **kwargs).algorithm_for(*size)
+    assert chosen(1) == "pointwise"
+    assert chosen(1, stride=2) == chosen(1, padding=1) == "im2col"
+    assert chosen(3) == chosen(3, padding=2) == "winograd"
+    assert chosen(3, size=(17, 17)) == "winograd"            # 89% of the 2x2 tiles' outputs used
+    assert chosen(3, size=(7, 7)) == chosen(3, size=(3, 3)) == "im2col"   # 77%, 56%: im2col wins
+    assert chosen(3, stride=2) == chosen(3, dilation=2) == chosen((1, 3)) == "im2col"
+    assert chosen(3, algorithm="im2col") == "im2col"
+    assert chosen(3, size=(3, 3), algorithm="winograd") == "winograd"   # forced: no size rule
+    conv = nn.Conv2d(2, 2, 3, padding=1)
+    conv(np.zeros((1, 2, 7, 7), np.float32))
+    assert conv.cache["algorithm"] == "im2col"                # what backward will use
+    conv(np.zeros((1, 2, 8, 8), np.float32))
+    assert conv.cache["algorithm"] == "winograd"
 
 
 def test_an_algorithm_that_does_not_apply_is_refused():

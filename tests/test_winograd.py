@@ -25,9 +25,11 @@ def test_two_dimensional_tile(rng):
     np.testing.assert_allclose(AT @ ((G @ g @ G.T) * (BT @ d @ BT.T)) @ AT.T, direct, atol=1e-13)
 
 
-@pytest.mark.parametrize("H_out,W_out,tiles", [(28, 28, (14, 14)), (147, 35, (74, 18)), (1, 2, (1, 1))])
-def test_tile_counts(H_out, W_out, tiles):
+@pytest.mark.parametrize("H_out,W_out,tiles,fill", [(28, 28, (14, 14), 1), (147, 35, (74, 18), 5145 / 5328),
+                                                     (1, 2, (1, 1), 0.5), (3, 3, (2, 2), 9 / 16)])
+def test_tile_counts_and_fill(H_out, W_out, tiles, fill):
     assert winograd.tiles(H_out, W_out) == tiles
+    assert winograd.fill(H_out, W_out) == pytest.approx(fill)
 
 
 def test_each_backward_transform_is_the_transpose_of_its_forward(rng):
@@ -55,8 +57,7 @@ def test_each_backward_transform_is_the_transpose_of_its_forward(rng):
 def test_gradients_match_finite_differences(n, c_in, c_out, ph, pw, extra_h, extra_w, bias):
     """Odd and even output sizes (half-filled edge tiles), paddings from 0 to 3."""
     H, W = max(1, 3 - 2 * ph) + extra_h, max(1, 3 - 2 * pw) + extra_w
-    conv = nn.Conv2d(c_in, c_out, 3, padding=(ph, pw), bias=bias).double()
-    assert conv.algorithm == "winograd"
+    conv = nn.Conv2d(c_in, c_out, 3, padding=(ph, pw), bias=bias, algorithm="winograd").double()
     x = np.random.default_rng(H * 11 + W).standard_normal((n, c_in, H, W))
     assert_gradients_ok(check_module(conv, x))
 
