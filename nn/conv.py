@@ -123,8 +123,8 @@ class Conv2d(Module):
     Math:      y[n, o, h, w] = b[o] + sum over (c, i, j) of W[o, c, i, j] * xp[n, c, h*sh + i*dh, w*sw + j*dw]
     Backward:  dW = dY @ cols.T,  db = sum(dY),  dx = col2im(W.T @ dY)
     Shapes:    x (N, C_in, H, W) -> y (N, C_out, H_out, W_out); weight (C_out, C_in, KH, KW); bias (C_out,)
-    Cache:     x and the algorithm used (cols, or Winograd's input tiles, are rebuilt in backward
-               rather than kept; Winograd's transformed kernels U are kept).
+    Cache:     x and the algorithm used; im2col's cols are rebuilt in backward rather than kept
+               (KH*KW times the input), Winograd's input tiles V (4x) and kernels U are kept.
     Arguments follow torch.nn.Conv2d; groups must be 1 and padding_mode "zeros". `algorithm`
     ("auto", "pointwise", "winograd", "im2col") picks how it is computed, not what.
     """
@@ -272,25 +272,20 @@ class Conv2d(Module):
         return kernels.twin(col2im_reference)(dcols, KH, KW, self.stride, self.padding, self.dilation,
                                               H_out, W_out, np.empty_like(x))
 
-    def _winograd_tiles(self, x, th, tw):
-        """V = B^T d B for every 4x4 input tile: (16, C_in, N*th*tw), in a scratch buffer."""
-        V = scratch("winograd_V", (16, self.in_channels, x.shape[0] * th * tw), x.dtype)
-        return kernels.twin(winograd_input_reference)(x, self.padding, th, tw, V)
-
     def _winograd_forward(self, x, H_out, W_out):
         th, tw = winograd.tiles(H_out, W_out)
-        V = self._winograd_tiles(x, th, tw)                              # (16, C_in, T)
+        V = np.empty((16, self.in_channels, x.shape[0] * th * tw), x.dtype)
+        V = self.cache["V"] = kernels.twin(winograd_input_reference)(x, self.padding, th, tw, V)  # (16, C_in, T)
         U = self.cache["U"] = winograd.transform_weight(self.weight.data)   # (16, C_out, C_in)
         M = np.matmul(U, V, out=scratch("winograd_M", (16, self.out_channels, V.shape[2]), x.dtype))
         y = np.empty((x.shape[0], self.out_channels, H_out, W_out), x.dtype)
         return kernels.twin(winograd_output_reference)(M, th, tw, y)
 
     def _winograd_backward(self, x, dout):
+        V, U = self.cache["V"], self.cache["U"]
         th, tw = winograd.tiles(*dout.shape[2:])
-        T = x.shape[0] * th * tw
-        dM = scratch("winograd_M", (16, self.out_channels, T), x.dtype)
+        dM = scratch("winograd_M", (16, self.out_channels, V.shape[2]), x.dtype)
         dM = kernels.twin(winograd_output_backward_reference)(dout, th, tw, dM)   # (16, C_out, T)
-        V = self._winograd_tiles(x, th, tw)
         self.weight.grad += winograd.transform_weight_backward(np.matmul(dM, V.transpose(0, 2, 1)))
-        dV = np.matmul(self.cache["U"].transpose(0, 2, 1), dM, out=V)   # V is no longer needed
+        dV = np.matmul(U.transpose(0, 2, 1), dM, out=scratch("winograd_dV", V.shape, x.dtype))
         return kernels.twin(winograd_input_backward_reference)(dV, self.padding, th, tw, np.empty_like(x))
