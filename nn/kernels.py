@@ -58,6 +58,13 @@ set_backend("reference" if not HAVE_NUMBA or os.environ.get("NN_KERNELS") == "re
 
 if HAVE_NUMBA:
 
+    @njit(cache=True)
+    def _inside(offset, stride, size, size_out):
+        """The outputs w (a range) whose input w*stride + offset lies in [0, size): no test per pixel."""
+        lo = max(0, -(offset // stride))
+        hi = min(size_out, (size - 1 - offset) // stride + 1)
+        return lo, max(lo, hi)
+
     @njit(parallel=True, cache=True)
     def im2col_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, cols):
         """cols[(c, i, j), (n, h, w)] = xp[n, c, h*sh + i*dh, w*sw + j*dw] (xp: x zero-padded)"""
@@ -70,20 +77,19 @@ if HAVE_NUMBA:
             c = row // (KH * KW)
             i = (row // KW) % KH
             j = row % KW
+            offset = j * dw - pw
+            w_lo, w_hi = _inside(offset, sw, W, W_out)
             for n in range(N):
                 for h in range(H_out):
                     hi = h * sh + i * dh - ph
                     o = n * P + h * W_out
                     if hi < 0 or hi >= H:
-                        for w in range(W_out):
-                            cols[row, o + w] = 0.0
+                        cols[row, o:o + W_out] = 0.0
                     else:
-                        for w in range(W_out):
-                            wi = w * sw + j * dw - pw
-                            if wi >= 0 and wi < W:
-                                cols[row, o + w] = x[n, c, hi, wi]
-                            else:
-                                cols[row, o + w] = 0.0
+                        cols[row, o:o + w_lo] = 0.0
+                        for w in range(w_lo, w_hi):
+                            cols[row, o + w] = x[n, c, hi, w * sw + offset]
+                        cols[row, o + w_hi:o + W_out] = 0.0
         return cols
 
     @njit(parallel=True, cache=True)
@@ -97,21 +103,19 @@ if HAVE_NUMBA:
         for plane in prange(N * C):  # one (n, c) plane per thread: no two threads add to one element
             n = plane // C
             c = plane % C
-            for hh in range(H):
-                for ww in range(W):
-                    dx[n, c, hh, ww] = 0.0
+            dx[n, c] = 0.0
             for i in range(KH):
                 for j in range(KW):
                     row = (c * KH + i) * KW + j
+                    offset = j * dw - pw
+                    w_lo, w_hi = _inside(offset, sw, W, W_out)
                     for h in range(H_out):
                         hi = h * sh + i * dh - ph
                         if hi < 0 or hi >= H:
                             continue
                         o = n * P + h * W_out
-                        for w in range(W_out):
-                            wi = w * sw + j * dw - pw
-                            if wi >= 0 and wi < W:
-                                dx[n, c, hi, wi] += cols[row, o + w]
+                        for w in range(w_lo, w_hi):
+                            dx[n, c, hi, w * sw + offset] += cols[row, o + w]
         return dx
 
     @njit(parallel=True, cache=True)
