@@ -226,11 +226,23 @@ def adaptive_bins(in_size, out_size):
     return [(i * in_size // out_size, -(-(i + 1) * in_size // out_size)) for i in range(out_size)]
 
 
+def bin_matrix(bins, size, dtype):
+    """P[a, i] = 1/len(bin a) for i in bin a, else 0: P @ v averages v over every bin."""
+    P = np.zeros((len(bins), size), dtype)
+    for a, (lo, hi) in enumerate(bins):
+        P[a, lo:hi] = 1 / (hi - lo)
+    return P
+
+
 class AdaptiveAvgPool2d(Module):
     """Average pooling to a fixed output size, whatever the input size (bins may overlap).
 
     output_size (1, 1) is global average pooling. None in output_size keeps that input size.
-    Backward: each bin spreads dout/area over its pixels; overlapping bins add up.
+    A bin's mean is separable (rows, then columns): with P_h, P_w averaging each row and column
+    bin (bin_matrix), y[n, c] = P_h @ x[n, c] @ P_w^T. On flattened planes that is one fixed
+    matrix, K = kron(P_h, P_w) of shape (H_out*W_out, H*W), so the layer is one GEMM each way:
+        y = x (N*C, H*W) @ K^T          dx = dout (N*C, H_out*W_out) @ K
+    (each bin spreads dout/area over its pixels; overlapping bins add up).
     Shapes: x (N, C, H, W) -> y (N, C, *output_size).   Cache: the input shape.
     """
 
@@ -246,34 +258,23 @@ class AdaptiveAvgPool2d(Module):
     def extra_repr(self):
         return f"output_size={self.output_size}"
 
-    def _bins(self, H, W):
-        H_out = self.output_size[0] or H
-        W_out = self.output_size[1] or W
-        return adaptive_bins(H, H_out), adaptive_bins(W, W_out)
+    def _matrix(self, H, W, dtype):
+        """K = kron(P_h, P_w): row (a, b) averages bin (a, b) of a flattened H x W plane."""
+        P_h = bin_matrix(adaptive_bins(H, self.output_size[0] or H), H, dtype)
+        P_w = bin_matrix(adaptive_bins(W, self.output_size[1] or W), W, dtype)
+        return np.kron(P_h, P_w), (len(P_h), len(P_w))
 
     def forward(self, x):
         check_input(self, x, "NCHW")
         N, C, H, W = x.shape
-        if (self.output_size[0] or H) == 1 and (self.output_size[1] or W) == 1:
-            y = x.mean(axis=(2, 3), keepdims=True)
-        else:
-            rows, cols = self._bins(H, W)
-            y = np.empty((N, C, len(rows), len(cols)), x.dtype)
-            for a, (r0, r1) in enumerate(rows):
-                for b, (c0, c1) in enumerate(cols):
-                    y[:, :, a, b] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
+        K, out = self._matrix(H, W, x.dtype)
         self.cache = {"x_shape": x.shape}
-        return y
+        return (x.reshape(N * C, H * W) @ K.T).reshape(N, C, *out)
 
     def backward(self, dout):
         N, C, H, W = self.saved()["x_shape"]
-        rows, cols = self._bins(H, W)
-        if dout.shape != (N, C, len(rows), len(cols)):
-            raise ValueError(f"{self._describe()}.backward: expected dout of shape "
-                             f"{(N, C, len(rows), len(cols))}, got {dout.shape}")
-        dx = np.zeros((N, C, H, W), dout.dtype)
-        for a, (r0, r1) in enumerate(rows):
-            for b, (c0, c1) in enumerate(cols):
-                area = (r1 - r0) * (c1 - c0)
-                dx[:, :, r0:r1, c0:c1] += (dout[:, :, a, b] / area)[:, :, None, None]
-        return dx
+        K, out = self._matrix(H, W, dout.dtype)
+        if dout.shape != (N, C, *out):
+            raise ValueError(f"{self._describe()}.backward: expected dout of shape {(N, C, *out)}, "
+                             f"got {dout.shape}")
+        return (dout.reshape(N * C, -1) @ K).reshape(N, C, H, W)
