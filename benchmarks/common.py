@@ -47,15 +47,19 @@ def have_torch():
     return importlib.util.find_spec("torch") is not None
 
 
+def child_json(module_args, what):
+    """Run `python -m <module_args>` in a fresh process; returns the JSON its last line prints."""
+    out = subprocess.run([sys.executable, "-m", *module_args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def torch_job(job, same_allocator=True, **kwargs):
     """Time something in PyTorch (benchmarks/torch_side.py) in a fresh process, where torch loads
     before nn and keeps its own thread settings; returns the job's figures."""
     request = json.dumps({"job": job, "same_allocator": same_allocator, "kwargs": kwargs})
-    out = subprocess.run([sys.executable, "-m", "benchmarks.torch_side", request],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"torch {job} {kwargs} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return child_json(["benchmarks.torch_side", request], f"torch {job} {kwargs}")
 
 
 def ratio_line(ratios):

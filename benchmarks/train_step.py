@@ -15,10 +15,8 @@ rate measured in the same run. Eval images/s: eval-mode forward passes.
 """
 import argparse
 import json
-import subprocess
-import sys
 
-from .common import have_torch, header, ratio_line, torch_job
+from .common import child_json, have_torch, header, ratio_line, torch_job
 
 CONFIGS = ["inception_v2:96:32", "inception_v2:224:8", "inception_v3:75:32", "inception_v3:299:8"]
 
@@ -48,14 +46,6 @@ def measure_ours(model_name, size, batch, repeat):
     return {"step_s": step, "eval_s": evaluation, "mult_adds": mult_adds, "rss_mb": peak_rss_mb()}
 
 
-def run_ours(config, repeat):
-    out = subprocess.run([sys.executable, "-m", "benchmarks.train_step", "--child", config,
-                          "--repeat", str(repeat)], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"{config} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.train_step", description=__doc__.split("\n")[0])
     p.add_argument("--config", action="append", help="model:size:batch (repeatable)")
@@ -77,7 +67,7 @@ def main(argv=None):
     ratios = []
     for config in args.config or CONFIGS:
         batch = int(config.split(":")[2])
-        r = run_ours(config, args.repeat)
+        r = child_json(["benchmarks.train_step", "--child", config, "--repeat", str(args.repeat)], config)
         ips = batch / r["step_s"]
         gflops = 3 * 2 * r["mult_adds"] * batch / r["step_s"] / 1e9
         line = (f"{config:22s} {ips:7.1f} {gflops:8.0f} {100 * gflops / peak:6.0f}% {r['rss_mb']:8.0f} "
