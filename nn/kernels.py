@@ -156,9 +156,7 @@ if HAVE_NUMBA:
         for plane in prange(N * C):  # each plane's windows only reach that plane of dx
             n = plane // C
             c = plane % C
-            for hh in range(H):
-                for ww in range(W):
-                    dx[n, c, hh, ww] = 0.0
+            dx[n, c] = 0.0
             for h in range(H_out):
                 for w in range(W_out):
                     k = argmax[n, c, h, w]
@@ -260,9 +258,7 @@ if HAVE_NUMBA:
         for plane in prange(N * C):  # each plane's windows only reach that plane of dx
             n = plane // C
             c = plane % C
-            for hh in range(H):
-                for ww in range(W):
-                    dx[n, c, hh, ww] = 0.0
+            dx[n, c] = 0.0
             for h in range(H_out):
                 for w in range(W_out):
                     share = dout[n, c, h, w] / divisor[h, w]
