@@ -113,6 +113,13 @@ def scratch(name, shape, dtype):
     return buf[:size].reshape(shape)
 
 
+def owned_copy(a):
+    """A C-contiguous copy of `a`, always: np.ascontiguousarray hands back `a` itself when it is
+    already contiguous (a scratch result transposed at batch size 1 is), and a scratch buffer
+    must never reach the caller, whose array the next layer would overwrite."""
+    return np.array(a, order="C")
+
+
 def conv_output_size(size, kernel, stride, padding, dilation):
     """PyTorch's output length of a convolution or pooling (floor mode) along one axis."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
@@ -241,7 +248,7 @@ class Conv2d(Module):
             cols = self._im2col(x, H_out, W_out)                        # (C*KH*KW, N*H_out*W_out)
             y2 = np.matmul(w2, cols, out=scratch("gemm", (self.out_channels, cols.shape[1]), x.dtype))
             # (C_out, N, H_out*W_out) -> (N, C_out, H_out*W_out)
-            y = np.ascontiguousarray(y2.reshape(self.out_channels, N, -1).transpose(1, 0, 2))
+            y = owned_copy(y2.reshape(self.out_channels, N, -1).transpose(1, 0, 2))
         if self.bias is not None:
             y += self.bias.data[:, None]
         return y.reshape(N, self.out_channels, H_out, W_out)

@@ -83,6 +83,20 @@ def test_gradients_match_finite_differences(n, c_in, c_out, kh, kw, sh, sw, ph, 
     assert_gradients_ok(check_module(conv, x))
 
 
+@pytest.mark.parametrize("algorithm,kernel,stride", [
+    ("im2col", 3, 2), ("pointwise", 1, 1), ("winograd", 3, 1)])
+def test_outputs_are_never_overwritten_by_the_next_call(algorithm, kernel, stride, rng):
+    # at batch size 1 a transposed scratch result is already contiguous: it must still be copied
+    conv = nn.Conv2d(2, 3, kernel, stride=stride, algorithm=algorithm).double()
+    x = rng.standard_normal((1, 2, 9, 9))
+    y = conv(x)
+    dx = conv.backward(np.ones_like(y))
+    y_before, dx_before = y.copy(), dx.copy()
+    conv.backward(2 * np.ones_like(conv(2 * x)))
+    np.testing.assert_array_equal(y, y_before)
+    np.testing.assert_array_equal(dx, dx_before)
+
+
 def test_backward_twice_doubles_parameter_gradients(rng):
     conv = nn.Conv2d(2, 3, 3).double()
     x, g = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((2, 3, 3, 3))
