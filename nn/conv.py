@@ -32,13 +32,20 @@ im2col 61.8 ms, Winograd 42.3 ms (notebook 02, section 5).
 Winograd computes whole 2x2 tiles, so on small odd maps part of its work falls outside the
 output (a 3x3 map is 4 tiles, 16 outputs for 9): there im2col is faster, and "auto" picks it.
 
-Conv2d(..., algorithm="auto") picks one of the three ("pointwise", "winograd", "im2col") by the
-rules above, for each input size (algorithm_for); naming one forces it where it applies (im2col
-applies everywhere), so the paths can be compared on the same layer.
+A stride-1 convolution with a long kernel (1x7 and 7x1, 5x5) goes through MEC (nn/mec.py): the
+input is copied KW times instead of KH*KW, each output row is one GEMM on a window of that copy
+read in place, and dx is the same kind of convolution of dY with the kernel flipped, so nothing
+is scattered back. Measured at 7x1 128->128 @17, batch 32, forward+backward: im2col 33.2 ms,
+MEC 27.3 ms. Its GEMMs are one per output row, so they are thin on small batches and maps: there
+im2col's single GEMM wins, and "auto" keeps im2col.
+
+Conv2d(..., algorithm="auto") picks one of the four ("pointwise", "winograd", "mec", "im2col")
+by the rules above, for each input size (algorithm_for); naming one forces it where it applies
+(im2col applies everywhere), so the paths can be compared on the same layer.
 """
 import numpy as np
 
-from . import init, kernels, winograd
+from . import init, kernels, mec, winograd
 from ._checks import check_input, pair
 from .module import Module, Parameter
 from .winograd import (winograd_input_backward_reference, winograd_input_reference,
@@ -77,6 +84,12 @@ POINTWISE_FOLD_BELOW = 196  # H*W under which one folded GEMM beats per-image GE
 # Winograd's share of useful tile outputs (nn/winograd.py fill) from which it beats im2col;
 # measured at Inception's shapes: 6x6, 8x8, 17x17 (fill 0.89) and up win, 7x7 (0.77) and 3x3 lose.
 WINOGRAD_MIN_FILL = 0.8
+# MEC beats im2col where its per-row GEMMs are wide and its saving (KH*KW vs KW copies) is large:
+# measured at Inception's shapes, 7x1/1x7 @17 win from batch 12 (204 columns: 0.94x im2col's
+# time; batch 32: 0.83x), 5x5 @35 at batch 8 (280 columns: 0.76x); 3x3, 3x1 and 1x3 on small
+# maps lose or tie up to 256 columns (1.0-1.3x).
+MEC_MIN_KERNEL = 5      # the longer kernel side
+MEC_MIN_COLUMNS = 200   # columns of each row's GEMM: N * output width (in MEC's frame)
 
 
 def pointwise_forward(w2, x3):
@@ -137,7 +150,10 @@ class Conv2d(Module):
     ("auto", "pointwise", "winograd", "im2col") picks how it is computed, not what.
     """
 
-    ALGORITHMS = ("auto", "pointwise", "winograd", "im2col")
+    ALGORITHMS = ("auto", "pointwise", "winograd", "mec", "im2col")
+    NEEDS = {"pointwise": "a 1x1 kernel, stride 1 and no padding",
+             "winograd": "a 3x3 kernel, stride 1 and no dilation",
+             "mec": "stride 1, no dilation and padding smaller than the kernel"}
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", dtype=None, *, algorithm="auto"):
@@ -180,6 +196,8 @@ class Conv2d(Module):
         return {
             "pointwise": self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0),
             "winograd": self.kernel_size == (3, 3) and self.stride == (1, 1) and self.dilation == (1, 1),
+            "mec": (self.stride == (1, 1) and self.dilation == (1, 1)
+                    and all(p < k for p, k in zip(self.padding, self.kernel_size))),
             "im2col": True,
         }
 
@@ -187,16 +205,15 @@ class Conv2d(Module):
         if algorithm not in self.ALGORITHMS:
             raise ValueError(f"{name}: algorithm must be one of {self.ALGORITHMS}, got {algorithm!r}")
         if algorithm != "auto" and not self._applicable()[algorithm]:
-            raise ValueError(f"{name}: algorithm={algorithm!r} needs "
-                             + ("a 1x1 kernel, stride 1 and no padding" if algorithm == "pointwise"
-                                else "a 3x3 kernel, stride 1 and no dilation")
-                             + f", got kernel_size={self.kernel_size}, stride={self.stride}, "
+            raise ValueError(f"{name}: algorithm={algorithm!r} needs {self.NEEDS[algorithm]}"
+                             f", got kernel_size={self.kernel_size}, stride={self.stride}, "
                              f"padding={self.padding}, dilation={self.dilation}")
         return algorithm
 
-    def algorithm_for(self, H_out, W_out):
-        """The path forward takes for an H_out x W_out output: the one asked for, or with "auto"
-        the fastest exact one (Winograd only where its 2x2 tiles fill the map well enough)."""
+    def algorithm_for(self, N, H_out, W_out):
+        """The path forward takes for a batch of N H_out x W_out outputs: the one asked for, or
+        with "auto" the fastest exact one (Winograd only where its 2x2 tiles fill the map well
+        enough, MEC only for long kernels and wide enough GEMMs)."""
         if self.algorithm != "auto":
             return self.algorithm
         applicable = self._applicable()
@@ -204,6 +221,9 @@ class Conv2d(Module):
             return "pointwise"
         if applicable["winograd"] and winograd.fill(H_out, W_out) >= WINOGRAD_MIN_FILL:
             return "winograd"
+        columns = N * (H_out if self._mec_swapped() else W_out)
+        if applicable["mec"] and max(self.kernel_size) >= MEC_MIN_KERNEL and columns >= MEC_MIN_COLUMNS:
+            return "mec"
         return "im2col"
 
     def _describe(self):
@@ -237,13 +257,15 @@ class Conv2d(Module):
         x = np.ascontiguousarray(x)
         N = x.shape[0]
         H_out, W_out = self.output_size(*x.shape[2:])
-        algorithm = self.algorithm_for(H_out, W_out)
+        algorithm = self.algorithm_for(N, H_out, W_out)
         self.cache = {"x": x, "H_out": H_out, "W_out": W_out, "algorithm": algorithm}
         w2 = self.weight.data.reshape(self.out_channels, -1)            # (C_out, C*KH*KW)
         if algorithm == "pointwise":
             y = pointwise_forward(w2, x.reshape(N, self.in_channels, -1))  # (N, C_out, H*W)
         elif algorithm == "winograd":
             y = self._winograd_forward(x, H_out, W_out).reshape(N, self.out_channels, -1)
+        elif algorithm == "mec":
+            y = self._mec_forward(x).reshape(N, self.out_channels, -1)
         else:
             cols = self._im2col(x, H_out, W_out)                        # (C*KH*KW, N*H_out*W_out)
             y2 = np.matmul(w2, cols, out=scratch("gemm", (self.out_channels, cols.shape[1]), x.dtype))
@@ -271,6 +293,8 @@ class Conv2d(Module):
             return pointwise_forward(w2.T, dy3).reshape(x.shape)         # dx[n] = W.T @ dy[n]
         if cache["algorithm"] == "winograd":
             return self._winograd_backward(x, np.ascontiguousarray(dout))
+        if cache["algorithm"] == "mec":
+            return self._mec_backward(dout)
         dy2 = scratch("dout", (self.out_channels, N * H_out * W_out), x.dtype)
         dy2.reshape(self.out_channels, N, -1)[...] = dy3.transpose(1, 0, 2)
         cols = self._im2col(x, H_out, W_out)
@@ -297,3 +321,53 @@ class Conv2d(Module):
         self.weight.grad += winograd.transform_weight_backward(np.matmul(dM, V.transpose(0, 2, 1)))
         dV = np.matmul(U.transpose(0, 2, 1), dM, out=scratch("winograd_dV", V.shape, x.dtype))
         return kernels.twin(winograd_input_backward_reference)(dV, self.padding, th, tw, np.empty_like(x))
+
+    def _mec_swapped(self):
+        """MEC lowers along the width; a kernel wider than tall (1x7) runs on the transposed maps,
+        kernel and padding, so that its long side is the windowed one."""
+        return self.kernel_size[1] > self.kernel_size[0]
+
+    def _mec_frame(self, a):
+        """An NCHW array (or OIHW kernel) as MEC sees it; the same swap undoes itself."""
+        return a.transpose(0, 1, 3, 2) if self._mec_swapped() else a
+
+    def _mec_padding(self):
+        return self.padding[::-1] if self._mec_swapped() else self.padding
+
+    def _mec(self, x, weight, padding, keep):
+        """Y[h] = W2 @ windows[h] for x (N, C, H, W) in MEC's frame: Y (H_out, C_out, N, W_out) and
+        the windows (kept for dW when `keep`, else lowered into a reusable buffer)."""
+        N, C, H, W = x.shape
+        O, _, KH, KW = weight.shape
+        ph, pw = padding
+        H_out, W_out = H + 2 * ph - KH + 1, W + 2 * pw - KW + 1
+        shape = (H + 2 * ph, KW * C, N * W_out)
+        R = np.empty(shape, x.dtype) if keep else scratch("mec_R", shape, x.dtype)
+        R = kernels.twin(mec.mec_lower_reference)(x, KW, padding, W_out, R)
+        windows = mec.windows(R, KH, H_out)                               # (H_out, KH*KW*C, N*W_out)
+        w2 = weight.transpose(0, 2, 3, 1).reshape(O, -1)                  # W2[o, (i, j, c)]
+        Y = np.matmul(w2, windows, out=scratch("mec_Y", (H_out, O, N * W_out), x.dtype))
+        return Y.reshape(H_out, O, N, W_out), windows
+
+    def _mec_forward(self, x):
+        frame = self._mec_frame
+        Y, self.cache["windows"] = self._mec(frame(x), frame(self.weight.data), self._mec_padding(),
+                                             keep=True)
+        return owned_copy(frame(Y.transpose(2, 1, 0, 3)))                # (N, C_out, H_out, W_out)
+
+    def _mec_backward(self, dout):
+        frame = self._mec_frame
+        windows = self.cache["windows"]
+        w = frame(self.weight.data)
+        O, C, KH, KW = w.shape
+        ph, pw = self._mec_padding()
+        dy = frame(dout)
+        N, _, H_out, W_out = dy.shape
+        dY = scratch("mec_dY", (H_out, O, N, W_out), dout.dtype)
+        dY[...] = dy.transpose(2, 1, 0, 3)
+        # dW2 = sum over h of dY[h] @ windows[h].T; W2[o, (i, j, c)] back to W[o, c, i, j]
+        dW2 = np.matmul(dY.reshape(H_out, O, -1), windows.transpose(0, 2, 1)).sum(axis=0)
+        self.weight.grad += frame(dW2.reshape(O, KH, KW, C).transpose(0, 3, 1, 2))
+        # dx: the convolution of dY, padded by K-1-p, with the flipped kernel (nn/mec.py)
+        Yx, _ = self._mec(dy, mec.flipped(w), (KH - 1 - ph, KW - 1 - pw), keep=False)
+        return owned_copy(frame(Yx.transpose(2, 1, 0, 3)))               # (N, C_in, H, W)

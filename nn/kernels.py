@@ -119,6 +119,28 @@ if HAVE_NUMBA:
         return dx
 
     @njit(parallel=True, cache=True)
+    def mec_lower_numba(x, KW, padding, W_out, R):
+        """R[r, (j, c), (n, w)] = xp[n, c, r, w + j] (xp: x zero-padded)"""
+        N, C, H, W = x.shape
+        ph, pw = padding
+        for r in prange(H + 2 * ph):  # every row r of R is written by one thread
+            hi = r - ph
+            for j in range(KW):
+                w_lo, w_hi = _inside(j - pw, 1, W, W_out)
+                for c in range(C):
+                    row = j * C + c
+                    for n in range(N):
+                        o = n * W_out
+                        if hi < 0 or hi >= H:
+                            R[r, row, o:o + W_out] = 0.0
+                        else:
+                            R[r, row, o:o + w_lo] = 0.0
+                            for w in range(w_lo, w_hi):
+                                R[r, row, o + w] = x[n, c, hi, w + j - pw]
+                            R[r, row, o + w_hi:o + W_out] = 0.0
+        return R
+
+    @njit(parallel=True, cache=True)
     def maxpool_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, y, argmax):
         """y[n, c, h, w] = max of the window; argmax = flat index h_in*W + w_in of its first maximum"""
         N, C, H, W = x.shape

@@ -83,8 +83,34 @@ def test_gradients_match_finite_differences(n, c_in, c_out, kh, kw, sh, sw, ph, 
     assert_gradients_ok(check_module(conv, x))
 
 
+@given(n=st.integers(1, 2), c_in=st.integers(1, 3), c_out=st.integers(1, 3),
+       kh=st.integers(1, 7), kw=st.integers(1, 7), extra=st.integers(0, 3), bias=st.booleans(),
+       data=st.data())
+def test_mec_gradients_match_finite_differences(n, c_in, c_out, kh, kw, extra, bias, data):
+    ph, pw = data.draw(st.integers(0, kh - 1)), data.draw(st.integers(0, kw - 1))
+    H, W = max(1, kh - 2 * ph) + extra, max(1, kw - 2 * pw) + data.draw(st.integers(0, 3))
+    conv = nn.Conv2d(c_in, c_out, (kh, kw), padding=(ph, pw), bias=bias, algorithm="mec").double()
+    x = np.random.default_rng(H * 7 + W).standard_normal((n, c_in, H, W))
+    assert_gradients_ok(check_module(conv, x))
+
+
+def test_mec_windows_are_views_and_dx_is_the_flipped_convolution(rng):
+    from nn.mec import flipped
+    conv = nn.Conv2d(3, 5, (3, 2), padding=(1, 1), bias=False, algorithm="mec").double()
+    x = rng.standard_normal((2, 3, 6, 4))
+    y = conv(x)
+    windows = conv.cache["windows"]
+    assert windows.shape == (6, 3 * 2 * 3, 2 * 5) and not windows.flags.owndata  # read in place
+    g = rng.standard_normal(y.shape)
+    dx = conv.backward(g)
+    # dx is the correlation of dY, padded by K-1-p, with the kernel flipped and transposed
+    transposed = nn.Conv2d(5, 3, (3, 2), padding=(1, 0), bias=False, algorithm="im2col").double()
+    transposed.weight.data[...] = flipped(conv.weight.data)
+    np.testing.assert_allclose(dx, transposed(g), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("algorithm,kernel,stride", [
-    ("im2col", 3, 2), ("pointwise", 1, 1), ("winograd", 3, 1)])
+    ("im2col", 3, 2), ("pointwise", 1, 1), ("winograd", 3, 1), ("mec", (1, 7), 1), ("mec", 5, 1)])
 def test_outputs_are_never_overwritten_by_the_next_call(algorithm, kernel, stride, rng):
     # at batch size 1 a transposed scratch result is already contiguous: it must still be copied
     conv = nn.Conv2d(2, 3, kernel, stride=stride, algorithm=algorithm).double()
@@ -135,14 +161,22 @@ def test_bad_arguments():
 
 
 def test_auto_picks_the_fastest_exact_algorithm():
-    def chosen(*args, size=(12, 12), **kwargs):
-        return nn.Conv2d(6, 4, *args, **kwargs).algorithm_for(*size)
+    def chosen(*args, size=(12, 12), batch=8, **kwargs):
+        return nn.Conv2d(6, 4, *args, **kwargs).algorithm_for(batch, *size)
     assert chosen(1) == "pointwise"
     assert chosen(1, stride=2) == chosen(1, padding=1) == "im2col"
     assert chosen(3) == chosen(3, padding=2) == "winograd"
     assert chosen(3, size=(17, 17)) == "winograd"            # 89% of the 2x2 tiles' outputs used
     assert chosen(3, size=(7, 7)) == chosen(3, size=(3, 3)) == "im2col"   # 77%, 56%: im2col wins
     assert chosen(3, stride=2) == chosen(3, dilation=2) == chosen((1, 3)) == "im2col"
+    # MEC: long kernels, and at least 200 columns (N * output width) in each row's GEMM
+    assert chosen((7, 1), padding=(3, 0), size=(17, 17), batch=12) == "mec"        # 204 columns
+    assert chosen((7, 1), padding=(3, 0), size=(17, 17), batch=8) == "im2col"      # 136
+    assert chosen((1, 7), padding=(0, 3), size=(17, 25), batch=12) == "mec"        # swapped: N * H_out
+    assert chosen((1, 7), padding=(0, 3), size=(11, 25), batch=12) == "im2col"     # 132
+    assert chosen(5, padding=2, size=(35, 35)) == "mec"
+    assert chosen(5, padding=5, size=(35, 35)) == chosen(5, stride=2, size=(35, 35)) == "im2col"
+    assert chosen((3, 1), size=(64, 64), batch=64) == "im2col"                     # kernel too short
     assert chosen(3, algorithm="im2col") == "im2col"
     assert chosen(3, size=(3, 3), algorithm="winograd") == "winograd"   # forced: no size rule
     conv = nn.Conv2d(2, 2, 3, padding=1)
@@ -159,6 +193,10 @@ def test_an_algorithm_that_does_not_apply_is_refused():
     with pytest.raises(ValueError, match=r"algorithm='pointwise' needs a 1x1 kernel, stride 1 and no "
                                          r"padding, got .* stride=\(2, 2\)"):
         nn.Conv2d(2, 2, 1, stride=2, algorithm="pointwise")
+    with pytest.raises(ValueError, match=r"algorithm='mec' needs stride 1, no dilation and padding "
+                                         r"smaller than the kernel, got kernel_size=\(1, 7\), stride=\(1, 1\), "
+                                         r"padding=\(0, 7\)"):
+        nn.Conv2d(2, 2, (1, 7), padding=(0, 7), algorithm="mec")
     with pytest.raises(ValueError, match=r"algorithm must be one of .*'im2col'\), got 'fft'"):
         nn.Conv2d(2, 2, 3, algorithm="fft")
 
@@ -168,6 +206,8 @@ def test_an_algorithm_that_does_not_apply_is_refused():
     ("pointwise", 1, 0, (5, 4)), ("pointwise", 1, 0, (16, 15)),  # folded and per-image products
     ("winograd", 3, 1, (5, 4)), ("winograd", 3, 0, (8, 7)), ("winograd", 3, 2, (1, 2)),
     ("winograd", 3, (0, 1), (3, 6)),
+    ("mec", (7, 1), (3, 0), (9, 5)), ("mec", (1, 7), (0, 3), (5, 9)), ("mec", 3, 1, (5, 4)),
+    ("mec", (2, 5), (1, 4), (3, 6)), ("mec", 5, 0, (5, 7)),
 ])
 def test_fast_paths_equal_the_im2col_path(algorithm, kernel, padding, size, bias, rng):
     x = rng.standard_normal((3, 6) + size)

@@ -6,6 +6,7 @@ from hypothesis import given, strategies as st
 import nn
 from nn import kernels
 from nn.conv import col2im_reference, conv_output_size, im2col_reference
+from nn.mec import mec_lower_reference
 from nn.pooling import maxpool_backward_reference, maxpool_reference, pool_output_size
 from nn.winograd import (tiles, winograd_input_backward_reference, winograd_input_reference,
                          winograd_output_backward_reference, winograd_output_reference)
@@ -41,6 +42,22 @@ def test_im2col_and_col2im_twins_agree(n, c, kh, kw, sh, sw, extra, dtype, data)
     ref = col2im_reference(cols, *args, np.full(x.shape, np.nan, dtype))
     fast = kernels.col2im_numba(cols, *args, np.full(x.shape, np.nan, dtype))
     np.testing.assert_allclose(fast, ref, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 4), H=st.integers(1, 9), W=st.integers(1, 9),
+       kw=st.integers(1, 7), ph=st.integers(0, 3), pw=st.integers(0, 6), transposed=st.booleans(),
+       dtype=st.sampled_from([np.float64, np.float32]))
+def test_mec_lowering_twins_agree(n, c, H, W, kw, ph, pw, transposed, dtype):
+    x = np.random.default_rng(H * 10 + W).standard_normal((n, c, H, W)).astype(dtype)
+    if transposed:  # a 1xK layer lowers its maps transposed: a strided view, not a copy
+        x = x.transpose(0, 1, 3, 2)
+    W_out = x.shape[3] + 2 * pw - kw + 1
+    if W_out < 1:
+        return
+    shape = (x.shape[2] + 2 * ph, kw * c, n * W_out)
+    ref = mec_lower_reference(x, kw, (ph, pw), W_out, np.full(shape, np.nan, dtype))
+    fast = kernels.mec_lower_numba(x, kw, (ph, pw), W_out, np.full(shape, np.nan, dtype))
+    np.testing.assert_array_equal(ref, fast)  # a pure copy: bit for bit
 
 
 @given(**geometry, ceil=st.booleans())
