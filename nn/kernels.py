@@ -79,17 +79,23 @@ if HAVE_NUMBA:
             j = row % KW
             offset = j * dw - pw
             w_lo, w_hi = _inside(offset, sw, W, W_out)
-            for n in range(N):
-                for h in range(H_out):
+            h_lo, h_hi = _inside(i * dh - ph, sh, H, H_out)
+            out = cols[row]
+            for n in range(N):  # plain loops, no slices: on small maps slicing cost 10-35%
+                base = n * P
+                for k in range(base, base + h_lo * W_out):  # rows that read the top padding
+                    out[k] = 0.0
+                for h in range(h_lo, h_hi):
                     hi = h * sh + i * dh - ph
-                    o = n * P + h * W_out
-                    if hi < 0 or hi >= H:
-                        cols[row, o:o + W_out] = 0.0
-                    else:
-                        cols[row, o:o + w_lo] = 0.0
-                        for w in range(w_lo, w_hi):
-                            cols[row, o + w] = x[n, c, hi, w * sw + offset]
-                        cols[row, o + w_hi:o + W_out] = 0.0
+                    o = base + h * W_out
+                    for w in range(w_lo):
+                        out[o + w] = 0.0
+                    for w in range(w_lo, w_hi):
+                        out[o + w] = x[n, c, hi, w * sw + offset]
+                    for w in range(w_hi, W_out):
+                        out[o + w] = 0.0
+                for k in range(base + h_hi * W_out, base + P):  # and the bottom padding
+                    out[k] = 0.0
         return cols
 
     @njit(parallel=True, cache=True)
