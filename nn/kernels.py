@@ -10,7 +10,11 @@ Rules kept in every kernel:
 - `prange` over an axis whose iterations write disjoint memory (rows of cols, planes of dx),
   never `+=` into an element two threads can reach;
 - no BLAS inside a `prange` loop (the GEMMs are called from NumPy, outside);
-- no fastmath: the results must equal the reference's to rounding.
+- no fastmath: the results must equal the reference's to rounding;
+- in hot loops, index with loop variables: Numba corrects every signed index that might be
+  negative (Python's a[-1]) unless LLVM can prove it is not, and that check keeps a loop from
+  vectorizing. A computed index such as V[xi, c, col + b] made the Winograd transforms 2x
+  slower than V5[xi, c, n, a, b] on V reshaped to (16, C, N, th, tw), where every index is one.
 """
 import os
 
@@ -305,110 +309,132 @@ if HAVE_NUMBA:
         """V[(k, l), c, (n, a, b)] = (B^T d B)[k, l], d = xp[n, c, 2a:2a+4, 2b:2b+4] (xp: x zero-padded)"""
         N, C, H, W = x.shape
         ph, pw = padding
+        e_lo, e_hi = _inside(-pw, 2, W, tw + 1)      # xp's even columns 2s that hold x's column 2s - pw
+        o_lo, o_hi = _inside(1 - pw, 2, W, tw + 1)   # and its odd ones
+        V5 = V.reshape((16, C, N, th, tw))           # every index below is a loop variable: vectorizes
         for plane in prange(N * C):  # each (n, c) plane writes its own columns of V
             n = plane // C
             c = plane % C
-            xp = np.zeros((2 * th + 2, 2 * tw + 2), x.dtype)
-            xp[ph:ph + H, pw:pw + W] = x[n, c]
-            t = np.empty((4, 2 * tw + 2), x.dtype)
+            # the padded plane split into even and odd columns, so that the loops below have stride 1
+            xe = np.zeros((2 * th + 2, tw + 1), x.dtype)
+            xo = np.zeros((2 * th + 2, tw + 1), x.dtype)
+            for h in range(H):
+                for s in range(e_lo, e_hi):
+                    xe[h + ph, s] = x[n, c, h, 2 * s - pw]
+                for s in range(o_lo, o_hi):
+                    xo[h + ph, s] = x[n, c, h, 2 * s + 1 - pw]
+            te = np.empty((4, tw + 1), x.dtype)
+            to = np.empty((4, tw + 1), x.dtype)
             for a in range(th):  # one row of tiles at a time; the inner loops run along it
                 r = 2 * a
-                for s in range(2 * tw + 2):  # B^T d: combine the four rows under the tiles
-                    t[0, s] = xp[r, s] - xp[r + 2, s]
-                    t[1, s] = xp[r + 1, s] + xp[r + 2, s]
-                    t[2, s] = xp[r + 2, s] - xp[r + 1, s]
-                    t[3, s] = xp[r + 1, s] - xp[r + 3, s]
-                col = (n * th + a) * tw
-                for k in range(4):  # (B^T d) B: combine each tile's four columns
+                for s in range(tw + 1):  # B^T d: combine the four rows under the tiles
+                    te[0, s] = xe[r, s] - xe[r + 2, s]
+                    te[1, s] = xe[r + 1, s] + xe[r + 2, s]
+                    te[2, s] = xe[r + 2, s] - xe[r + 1, s]
+                    te[3, s] = xe[r + 1, s] - xe[r + 3, s]
+                    to[0, s] = xo[r, s] - xo[r + 2, s]
+                    to[1, s] = xo[r + 1, s] + xo[r + 2, s]
+                    to[2, s] = xo[r + 2, s] - xo[r + 1, s]
+                    to[3, s] = xo[r + 1, s] - xo[r + 3, s]
+                for k in range(4):  # (B^T d) B: tile b's columns 2b..2b+3 are te[b], to[b], te[b+1], to[b+1]
                     for b in range(tw):
-                        V[4 * k, c, col + b] = t[k, 2 * b] - t[k, 2 * b + 2]
+                        V5[4 * k, c, n, a, b] = te[k, b] - te[k, b + 1]
                     for b in range(tw):
-                        V[4 * k + 1, c, col + b] = t[k, 2 * b + 1] + t[k, 2 * b + 2]
+                        V5[4 * k + 1, c, n, a, b] = to[k, b] + te[k, b + 1]
                     for b in range(tw):
-                        V[4 * k + 2, c, col + b] = t[k, 2 * b + 2] - t[k, 2 * b + 1]
+                        V5[4 * k + 2, c, n, a, b] = te[k, b + 1] - to[k, b]
                     for b in range(tw):
-                        V[4 * k + 3, c, col + b] = t[k, 2 * b + 1] - t[k, 2 * b + 3]
+                        V5[4 * k + 3, c, n, a, b] = to[k, b] - to[k, b + 1]
         return V
+
 
     @njit(parallel=True, cache=True)
     def winograd_output_numba(M, th, tw, y):
         """y[n, o, 2a+u, 2b+v] = (A^T m A)[u, v], m = M[:, o, (n, a, b)] as a 4x4 tile (cut at H_out, W_out)"""
         N, C_out, H_out, W_out = y.shape
+        M5 = M.reshape((16, C_out, N, th, tw))
         for plane in prange(N * C_out):  # each (n, o) plane of y is written by one thread
             n = plane // C_out
             o = plane % C_out
-            yp = np.empty((2 * th, 2 * tw), M.dtype)
-            q = np.empty((2, 4), M.dtype)
-            for a in range(th):
-                for b in range(tw):  # tile by tile: its 16 values sit in 16 rows of M
-                    col = (n * th + a) * tw + b
-                    for l in range(4):  # A^T m: combine the tile's rows
-                        m0 = M[l, o, col]
-                        m1 = M[4 + l, o, col]
-                        m2 = M[8 + l, o, col]
-                        m3 = M[12 + l, o, col]
-                        q[0, l] = m0 + m1 + m2
-                        q[1, l] = m1 - m2 - m3
-                    for u in range(2):  # (A^T m) A: combine its columns
-                        yp[2 * a + u, 2 * b] = q[u, 0] + q[u, 1] + q[u, 2]
-                        yp[2 * a + u, 2 * b + 1] = q[u, 1] - q[u, 2] - q[u, 3]
-            y[n, o] = yp[:H_out, :W_out]
+            yp = np.empty((th, 2, tw, 2), M.dtype)  # yp[a, u, b, v] = y[2a+u, 2b+v], whole tiles
+            q = np.empty((2, 4, tw), M.dtype)
+            for a in range(th):  # a row of tiles at a time: their 16 values are 16 runs of M
+                for l in range(4):  # A^T m: combine the tiles' rows
+                    for b in range(tw):
+                        m1 = M5[4 + l, o, n, a, b]
+                        m2 = M5[8 + l, o, n, a, b]
+                        q[0, l, b] = M5[l, o, n, a, b] + m1 + m2
+                        q[1, l, b] = m1 - m2 - M5[12 + l, o, n, a, b]
+                for u in range(2):  # (A^T m) A: combine their columns
+                    for b in range(tw):
+                        yp[a, u, b, 0] = q[u, 0, b] + q[u, 1, b] + q[u, 2, b]
+                        yp[a, u, b, 1] = q[u, 1, b] - q[u, 2, b] - q[u, 3, b]
+            y[n, o] = yp.reshape((2 * th, 2 * tw))[:H_out, :W_out]
         return y
+
 
     @njit(parallel=True, cache=True)
     def winograd_output_backward_numba(dout, th, tw, dM):
         """dM[(k, l), o, (n, a, b)] = (A dY A^T)[k, l], dY = dout[n, o, 2a:2a+2, 2b:2b+2] (zero beyond the edge)"""
         N, C_out, H_out, W_out = dout.shape
+        dM5 = dM.reshape((16, C_out, N, th, tw))
         for plane in prange(N * C_out):  # each (n, o) plane writes its own columns of dM
             n = plane // C_out
             o = plane % C_out
-            dy = np.zeros((2 * th, 2 * tw), dout.dtype)
-            dy[:H_out, :W_out] = dout[n, o]
-            r = np.empty((4, 2 * tw), dout.dtype)
+            dy = np.zeros((th, 2, tw, 2), dout.dtype)  # dy[a, u, b, v] = dY[2a+u, 2b+v], zero beyond the edge
+            dy.reshape((2 * th, 2 * tw))[:H_out, :W_out] = dout[n, o]
+            r = np.empty((4, tw, 2), dout.dtype)
             for a in range(th):
-                for s in range(2 * tw):  # A dY: spread the tiles' two rows over four
-                    r[0, s] = dy[2 * a, s]
-                    r[1, s] = dy[2 * a, s] + dy[2 * a + 1, s]
-                    r[2, s] = dy[2 * a, s] - dy[2 * a + 1, s]
-                    r[3, s] = -dy[2 * a + 1, s]
-                col = (n * th + a) * tw
+                for b in range(tw):  # A dY: spread the tiles' two rows over four
+                    for v in range(2):
+                        r[0, b, v] = dy[a, 0, b, v]
+                        r[1, b, v] = dy[a, 0, b, v] + dy[a, 1, b, v]
+                        r[2, b, v] = dy[a, 0, b, v] - dy[a, 1, b, v]
+                        r[3, b, v] = -dy[a, 1, b, v]
                 for k in range(4):  # (A dY) A^T: spread each tile's two columns over four
                     for b in range(tw):
-                        dM[4 * k, o, col + b] = r[k, 2 * b]
+                        dM5[4 * k, o, n, a, b] = r[k, b, 0]
                     for b in range(tw):
-                        dM[4 * k + 1, o, col + b] = r[k, 2 * b] + r[k, 2 * b + 1]
+                        dM5[4 * k + 1, o, n, a, b] = r[k, b, 0] + r[k, b, 1]
                     for b in range(tw):
-                        dM[4 * k + 2, o, col + b] = r[k, 2 * b] - r[k, 2 * b + 1]
+                        dM5[4 * k + 2, o, n, a, b] = r[k, b, 0] - r[k, b, 1]
                     for b in range(tw):
-                        dM[4 * k + 3, o, col + b] = -r[k, 2 * b + 1]
+                        dM5[4 * k + 3, o, n, a, b] = -r[k, b, 1]
         return dM
+
 
     @njit(parallel=True, cache=True)
     def winograd_input_backward_numba(dV, padding, th, tw, dx):
         """dx[n, c] = sum over tiles of (B dV B^T) added back at xp[n, c, 2a:2a+4, 2b:2b+4], padding cut off"""
         N, C, H, W = dx.shape
         ph, pw = padding
+        dV5 = dV.reshape((16, C, N, th, tw))
         for plane in prange(N * C):  # overlapping tiles of one plane are added by one thread
             n = plane // C
             c = plane % C
-            dxp = np.zeros((2 * th + 2, 2 * tw + 2), dV.dtype)
-            s = np.empty((4, 4), dV.dtype)
+            # the padded plane's gradient, dxp[R, i, S, j] = at row 2R+i, column 2S+j: tile (a, b)
+            # adds to R in (a, a+1) and S in (b, b+1)
+            dxp = np.zeros((th + 1, 2, tw + 1, 2), dV.dtype)
+            s = np.empty((4, 4, tw), dV.dtype)
             for a in range(th):
-                for b in range(tw):  # tile by tile: its 16 values sit in 16 rows of dV
-                    col = (n * th + a) * tw + b
-                    for l in range(4):  # B dV: spread the tile's rows
-                        v0 = dV[l, c, col]
-                        v1 = dV[4 + l, c, col]
-                        v2 = dV[8 + l, c, col]
-                        v3 = dV[12 + l, c, col]
-                        s[0, l] = v0
-                        s[1, l] = v1 - v2 + v3
-                        s[2, l] = v1 + v2 - v0
-                        s[3, l] = -v3
-                    for i in range(4):  # (B dV) B^T: spread its columns, add where the tile was read
-                        dxp[2 * a + i, 2 * b] += s[i, 0]
-                        dxp[2 * a + i, 2 * b + 1] += s[i, 1] - s[i, 2] + s[i, 3]
-                        dxp[2 * a + i, 2 * b + 2] += s[i, 1] + s[i, 2] - s[i, 0]
-                        dxp[2 * a + i, 2 * b + 3] -= s[i, 3]
-            dx[n, c] = dxp[ph:ph + H, pw:pw + W]
+                for l in range(4):  # B dV: spread the tiles' rows
+                    for b in range(tw):
+                        v0 = dV5[l, c, n, a, b]
+                        v1 = dV5[4 + l, c, n, a, b]
+                        v2 = dV5[8 + l, c, n, a, b]
+                        v3 = dV5[12 + l, c, n, a, b]
+                        s[0, l, b] = v0
+                        s[1, l, b] = v1 - v2 + v3
+                        s[2, l, b] = v1 + v2 - v0
+                        s[3, l, b] = -v3
+                for i in range(4):  # (B dV) B^T: spread their columns, add where the tiles were read
+                    R = a + i // 2
+                    u = i % 2
+                    for b in range(tw):
+                        dxp[R, u, b, 0] += s[i, 0, b]
+                        dxp[R, u, b, 1] += s[i, 1, b] - s[i, 2, b] + s[i, 3, b]
+                    for b in range(tw):
+                        dxp[R, u, b + 1, 0] += s[i, 1, b] + s[i, 2, b] - s[i, 0, b]
+                        dxp[R, u, b + 1, 1] -= s[i, 3, b]
+            dx[n, c] = dxp.reshape((2 * th + 2, 2 * tw + 2))[ph:ph + H, pw:pw + W]
         return dx
