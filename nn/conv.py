@@ -15,8 +15,10 @@ Output size per axis (PyTorch's formula): H_out = floor((H + 2*ph - dh*(KH-1) - 
 
 The im2col/col2im here are the references a reader studies; nn/kernels.py has their Numba
 twins (same signatures), and the switch in nn/kernels.py picks which one the layer calls.
-To save memory, forward keeps only x, and backward rebuilds cols: one more copy, against
-holding C*KH*KW times the input per layer for the whole step.
+Backward needs cols again. A strided layer keeps them from forward: they are KH*KW/(sh*sw)
+times its input (2.25x for 3x3 stride 2, less than Winograd's 4x), and rebuilding them was
+10-15% of such a layer's time. A stride-1 layer rebuilds them (one more copy) rather than hold
+KH*KW times its input for the whole step.
 
 A 1x1 convolution with stride 1 and no padding needs no im2col at all: each image's (C, H*W)
 block already is its column matrix, so y[n] = W @ x[n]. On large maps that is a batch of matrix
@@ -144,10 +146,11 @@ class Conv2d(Module):
     Math:      y[n, o, h, w] = b[o] + sum over (c, i, j) of W[o, c, i, j] * xp[n, c, h*sh + i*dh, w*sw + j*dw]
     Backward:  dW = dY @ cols.T,  db = sum(dY),  dx = col2im(W.T @ dY)
     Shapes:    x (N, C_in, H, W) -> y (N, C_out, H_out, W_out); weight (C_out, C_in, KH, KW); bias (C_out,)
-    Cache:     x and the algorithm used; im2col's cols are rebuilt in backward rather than kept
-               (KH*KW times the input), Winograd's input tiles V (4x) and kernels U are kept.
+    Cache:     x and the algorithm used; im2col's cols only for strided layers (KH*KW/(sh*sw)
+               times the input), Winograd's input tiles V (4x) and kernels U, MEC's lowered
+               input (KW times).
     Arguments follow torch.nn.Conv2d; groups must be 1 and padding_mode "zeros". `algorithm`
-    ("auto", "pointwise", "winograd", "im2col") picks how it is computed, not what.
+    ("auto", "pointwise", "winograd", "mec", "im2col") picks how it is computed, not what.
     """
 
     ALGORITHMS = ("auto", "pointwise", "winograd", "mec", "im2col")
@@ -245,10 +248,11 @@ class Conv2d(Module):
                              f"input {H}x{W} (padded {H + 2 * self.padding[0]}x{W + 2 * self.padding[1]})")
         return out
 
-    def _im2col(self, x, H_out, W_out):
+    def _im2col(self, x, H_out, W_out, keep=False):
         N, C = x.shape[:2]
         KH, KW = self.kernel_size
-        cols = scratch("cols", (C * KH * KW, N * H_out * W_out), x.dtype)
+        shape = (C * KH * KW, N * H_out * W_out)
+        cols = np.empty(shape, x.dtype) if keep else scratch("cols", shape, x.dtype)
         return kernels.twin(im2col_reference)(x, KH, KW, self.stride, self.padding, self.dilation,
                                               H_out, W_out, cols)
 
@@ -267,7 +271,10 @@ class Conv2d(Module):
         elif algorithm == "mec":
             y = self._mec_forward(x).reshape(N, self.out_channels, -1)
         else:
-            cols = self._im2col(x, H_out, W_out)                        # (C*KH*KW, N*H_out*W_out)
+            keep = self.stride != (1, 1)                                  # see the module docstring
+            cols = self._im2col(x, H_out, W_out, keep)                  # (C*KH*KW, N*H_out*W_out)
+            if keep:
+                self.cache["cols"] = cols
             y2 = np.matmul(w2, cols, out=scratch("gemm", (self.out_channels, cols.shape[1]), x.dtype))
             # (C_out, N, H_out*W_out) -> (N, C_out, H_out*W_out)
             y = owned_copy(y2.reshape(self.out_channels, N, -1).transpose(1, 0, 2))
@@ -297,7 +304,7 @@ class Conv2d(Module):
             return self._mec_backward(dout)
         dy2 = scratch("dout", (self.out_channels, N * H_out * W_out), x.dtype)
         dy2.reshape(self.out_channels, N, -1)[...] = dy3.transpose(1, 0, 2)
-        cols = self._im2col(x, H_out, W_out)
+        cols = cache["cols"] if "cols" in cache else self._im2col(x, H_out, W_out)
         self.weight.grad += (dy2 @ cols.T).reshape(self.weight.data.shape)
         dcols = np.matmul(w2.T, dy2, out=scratch("dcols", cols.shape, x.dtype))
         KH, KW = self.kernel_size

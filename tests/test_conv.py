@@ -123,6 +123,22 @@ def test_outputs_are_never_overwritten_by_the_next_call(algorithm, kernel, strid
     np.testing.assert_array_equal(dx, dx_before)
 
 
+def test_strided_layers_keep_their_columns_for_backward(rng):
+    conv = nn.Conv2d(3, 4, 3, stride=2).double()
+    x = rng.standard_normal((2, 3, 9, 9))
+    g = rng.standard_normal(conv(x).shape)
+    assert conv.cache["cols"].shape == (3 * 9, 2 * 4 * 4)
+    dx, dw = conv.backward(g), conv.weight.grad.copy()
+    conv.zero_grad()
+    conv(x)
+    del conv.cache["cols"]                     # backward rebuilds them: the same gradients
+    np.testing.assert_array_equal(conv.backward(g), dx)
+    np.testing.assert_array_equal(conv.weight.grad, dw)
+    stride_one = nn.Conv2d(3, 4, 3, algorithm="im2col").double()
+    stride_one(x)
+    assert "cols" not in stride_one.cache      # 9x its input: rebuilt in backward instead
+
+
 def test_backward_twice_doubles_parameter_gradients(rng):
     conv = nn.Conv2d(2, 3, 3).double()
     x, g = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((2, 3, 3, 3))
