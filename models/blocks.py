@@ -6,6 +6,8 @@ specs (C_out, kernel, stride, padding), so that the model files can show every w
 """
 from collections import OrderedDict
 
+import numpy as np
+
 import nn
 
 
@@ -97,3 +99,14 @@ def check_input_size(model, x, min_size):
     if min(x.shape[2:]) < min_size:
         raise ValueError(f"{type(model).__name__}: input {x.shape[2]}x{x.shape[3]} is too small; the "
                          f"smallest that keeps every feature map non-empty is {min_size}x{min_size}")
+
+
+def check_output_gradients(model, **grads):
+    """backward takes one array per output of forward, as separate arguments (None: no gradient
+    for that output); a list or tuple of them passed as the first is named, not an AttributeError
+    from deep inside a layer."""
+    for name, g in grads.items():
+        if g is not None and not isinstance(g, np.ndarray):
+            raise TypeError(f"{type(model).__name__}.backward: {name} must be a NumPy array, got "
+                            f"{type(g).__name__}; pass one gradient per output of forward, as separate "
+                            f"arguments: model.backward({', '.join(grads)})")

@@ -10,7 +10,7 @@ import numpy as np
 
 import nn
 
-from .blocks import aux_head, chain, check_input_size, conv_bn_relu, scaled
+from .blocks import aux_head, chain, check_input_size, check_output_gradients, conv_bn_relu, scaled
 
 # Figure-5 blocks (35x35): the width of the last 1x1 branch.
 FIG5 = OrderedDict([("5a", 32), ("5b", 64), ("5c", 64)])
@@ -149,6 +149,7 @@ class InceptionV3(nn.Module):
         return (logits, aux) if self.training else logits
 
     def backward(self, dlogits, daux=None):
+        check_output_gradients(self, dlogits=dlogits, daux=daux)
         d = self.fc.backward(dlogits)
         d = self.flatten.backward(d)
         d = self.avgpool.backward(d)

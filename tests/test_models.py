@@ -162,6 +162,16 @@ def test_too_small_or_wrong_input_is_a_clear_error():
         models.build("resnet")
 
 
+@pytest.mark.parametrize("name", ["inception_v2", "inception_v3"])
+def test_gradients_passed_as_a_list_are_a_clear_error(name):
+    model = models.build(name, width=0.05)
+    outs = model(np.random.default_rng(0).standard_normal((2, 3, 75, 75)).astype(np.float32))
+    with pytest.raises(TypeError, match=r"dlogits must be a NumPy array, got list; pass one gradient "
+                                        r"per output of forward, as separate arguments: "
+                                        r"model.backward\(dlogits, daux"):
+        model.backward([np.ones_like(o) for o in outs])
+
+
 def test_eval_mode_returns_main_logits_only_and_is_deterministic():
     nn.manual_seed(0)
     model = models.build("inception_v2", width=0.1)
