@@ -157,27 +157,41 @@ if HAVE_NUMBA:
         sh, sw = stride
         ph, pw = padding
         dh, dw = dilation
+        Hp = (H_out - 1) * sh + (KH - 1) * dh + 1        # rows and columns the windows reach
+        S = W_out + ((KW - 1) * dw) // sw                 # columns per stride phase they reach
         for plane in prange(N * C):
             n = plane // C
             c = plane % C
-            for h in range(H_out):
+            # the plane padded with -inf and split into sw column phases: xs[p, r, s] = xp[r, s*sw + p],
+            # so that window column j of output w is xs[(j*dw) % sw, r, w + (j*dw) // sw]: stride 1
+            xs = np.full((sw, Hp, S), -np.inf, x.dtype)
+            for r in range(max(0, ph), min(Hp, H + ph)):
+                for s in range(S):
+                    for p in range(sw):
+                        wi = s * sw + p - pw
+                        if wi >= 0 and wi < W:
+                            xs[p, r, s] = x[n, c, r - ph, wi]
+            best = np.empty(W_out, x.dtype)
+            bi = np.empty(W_out, np.int64)
+            bj = np.empty(W_out, np.int64)
+            for h in range(H_out):  # a row of outputs at a time, scanning the window row-major
+                best[:] = -np.inf
+                bi[:] = 0
+                bj[:] = 0
+                for i in range(KH):
+                    r = h * sh + i * dh
+                    for j in range(KW):
+                        row = xs[(j * dw) % sw, r]
+                        q = (j * dw) // sw
+                        for w in range(W_out):  # a strict > keeps the first maximum, NaN wins
+                            v = row[w + q]
+                            if v > best[w] or (v != v and best[w] == best[w]):
+                                best[w] = v
+                                bi[w] = i
+                                bj[w] = j
                 for w in range(W_out):
-                    best = -np.inf
-                    best_at = (h * sh - ph) * W + (w * sw - pw)  # the window's first pixel
-                    for i in range(KH):
-                        hi = h * sh + i * dh - ph
-                        if hi < 0 or hi >= H:
-                            continue
-                        for j in range(KW):
-                            wi = w * sw + j * dw - pw
-                            if wi < 0 or wi >= W:
-                                continue
-                            v = x[n, c, hi, wi]
-                            if v > best or (np.isnan(v) and not np.isnan(best)):
-                                best = v
-                                best_at = hi * W + wi
-                    y[n, c, h, w] = best
-                    argmax[n, c, h, w] = best_at
+                    y[n, c, h, w] = best[w]
+                    argmax[n, c, h, w] = (h * sh + bi[w] * dh - ph) * W + (w * sw + bj[w] * dw - pw)
         return y, argmax
 
     @njit(parallel=True, cache=True)
