@@ -133,6 +133,7 @@ if HAVE_NUMBA:
         """R[r, (j, c), (n, w)] = xp[n, c, r, w + j] (xp: x zero-padded)"""
         N, C, H, W = x.shape
         ph, pw = padding
+        R4 = R.reshape((H + 2 * ph, KW * C, N, W_out))  # index with loop variables (see the top)
         for r in prange(H + 2 * ph):  # every row r of R is written by one thread
             hi = r - ph
             for j in range(KW):
@@ -140,14 +141,17 @@ if HAVE_NUMBA:
                 for c in range(C):
                     row = j * C + c
                     for n in range(N):
-                        o = n * W_out
                         if hi < 0 or hi >= H:
-                            R[r, row, o:o + W_out] = 0.0
-                        else:
-                            R[r, row, o:o + w_lo] = 0.0
-                            for w in range(w_lo, w_hi):
-                                R[r, row, o + w] = x[n, c, hi, w + j - pw]
-                            R[r, row, o + w_hi:o + W_out] = 0.0
+                            for w in range(W_out):
+                                R4[r, row, n, w] = 0.0
+                            continue
+                        x_row = x[n, c, hi]
+                        for w in range(w_lo):
+                            R4[r, row, n, w] = 0.0
+                        for w in range(w_lo, w_hi):
+                            R4[r, row, n, w] = x_row[w + j - pw]
+                        for w in range(w_hi, W_out):
+                            R4[r, row, n, w] = 0.0
         return R
 
     @njit(parallel=True, cache=True)
