@@ -13,8 +13,9 @@ at R[h], read in place (a strided view, no copy). One GEMM per output row:
 
 For a 7x1 kernel (KW = 1) R is just the padded input, transposed; a 1x7 kernel is lowered
 along the other axis (the layer swaps H and W, which changes nothing else). Against im2col it
-saves the 7x copy and the col2im: the 1x7/7x1 layers of Inception-V3 spend most of their time
-there.
+saves the 7x copy and the col2im (about a third of such a layer's time at batch 32), at the
+price of one thinner GEMM per output row: it wins only where those are wide enough
+(MEC_MIN_COLUMNS in nn/conv.py).
 
 Backward, for stride 1:
     dW2 = sum over h of dY[h] @ window[h].T                 (the windows kept from forward)
