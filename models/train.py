@@ -350,7 +350,7 @@ def run(config, resume=None, log=print):
         log(f"resumed from {resume}: epoch {meta['epoch'] + 1}, batch {meta['step']}")
     log(describe(config, len(train_split[1]), len(val_split[1]), steps_per_epoch))
     if nn.kernels.use_numba():
-        log("(the first batch loads the Numba kernels: about 30 s the first time on a machine, "
+        log("(the first batch loads the Numba kernels: 30-50 s the first time on a machine, "
             "while they compile into nn/__pycache__; under a second afterwards)")
     ckpt_path, best_path = os.path.join(out, "checkpoint.npz"), os.path.join(out, "model_best.npz")
 
