@@ -89,7 +89,7 @@ WINOGRAD_MIN_FILL = 0.8
 # MEC beats im2col where its per-row GEMMs are wide and its saving (KH*KW vs KW copies) is large:
 # measured at Inception's shapes, 7x1/1x7 @17 win from batch 12 (204 columns: 0.94x im2col's
 # time; batch 32: 0.83x), 5x5 @35 at batch 8 (280 columns: 0.76x); 3x3, 3x1 and 1x3 on small
-# maps lose or tie up to 256 columns (1.0-1.3x).
+# maps gain little or lose up to 256 columns (0.94-1.6x).
 MEC_MIN_KERNEL = 5      # the longer kernel side
 MEC_MIN_COLUMNS = 200   # columns of each row's GEMM: N * output width (in MEC's frame)
 
