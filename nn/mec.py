@@ -45,7 +45,7 @@ def mec_lower_reference(x, KW, padding, W_out, R):
 
 def windows(R, KH, H_out):
     """The (KH*KW*C, N*W_out) matrices R[h : h + KH], h < H_out, as one read-only strided view."""
-    rows, K, P = R.shape
+    _, K, P = R.shape
     return as_strided(R, (H_out, KH * K, P), R.strides, writeable=False)
 
 
