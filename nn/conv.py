@@ -35,11 +35,11 @@ Winograd computes whole 2x2 tiles, so on small odd maps part of its work falls o
 output (a 3x3 map is 4 tiles, 16 outputs for 9): there im2col is faster, and "auto" picks it.
 
 A stride-1 convolution with a long kernel (1x7 and 7x1, 5x5) goes through MEC (nn/mec.py): the
-input is copied KW times instead of KH*KW, each output row is one GEMM on a window of that copy
-read in place, and dx is the same kind of convolution of dY with the kernel flipped, so nothing
-is scattered back. Measured at 7x1 128->128 @17, batch 32, forward+backward: im2col 33.2 ms,
-MEC 27.3 ms. Its GEMMs are one per output row, so they are thin on small batches and maps: there
-im2col's single GEMM wins, and "auto" keeps im2col.
+input is copied KW times instead of KH*KW (a 7x1 kernel: once, just reordered), each kernel row
+is one GEMM on a slice of that copy read in place, and dx is the same kind of convolution of dY
+with the kernel flipped, so nothing is scattered back. Measured at 7x1 160->160 @17, batch 8,
+forward+backward: im2col 14.3 ms, MEC 11.3 ms. It takes KH GEMMs where im2col takes one, so on
+small batches and maps (under MEC_MIN_COLUMNS output pixels) im2col wins, and "auto" keeps it.
 
 Conv2d(..., algorithm="auto") picks one of the four ("pointwise", "winograd", "mec", "im2col")
 by the rules above, for each input size (algorithm_for); naming one forces it where it applies
@@ -86,12 +86,13 @@ POINTWISE_FOLD_BELOW = 196  # H*W under which one folded GEMM beats per-image GE
 # Winograd's share of useful tile outputs (nn/winograd.py fill) from which it beats im2col;
 # measured at Inception's shapes: 6x6, 8x8, 17x17 (fill 0.89) and up win, 7x7 (0.77) and 3x3 lose.
 WINOGRAD_MIN_FILL = 0.8
-# MEC beats im2col where its per-row GEMMs are wide and its saving (KH*KW vs KW copies) is large:
-# measured at Inception's shapes, 7x1/1x7 @17 win from batch 12 (204 columns: 0.94x im2col's
-# time; batch 32: 0.83x), 5x5 @35 at batch 8 (280 columns: 0.76x); 3x3, 3x1 and 1x3 on small
-# maps gain little or lose up to 256 columns (0.94-1.6x).
+# MEC beats im2col where its saving (KW instead of KH*KW copies, no col2im) is large and its
+# GEMMs (one per kernel row, N*H_out*W_out columns each) are wide: measured at 7x1 160->160,
+# forward+backward, against im2col: 17x17 at batch 1, 2, 4, 16: 1.31, 1.14, 0.95, 0.75x its
+# time; 5x5 maps at batch 8 and 32: 1.30, 0.88x; every 1x7/7x1 @17 of Inception-V3 at batch 8
+# 0.77-0.93x. 3x3, 1x3 and 3x1 kernels on 7x7 and 8x8 maps tie (0.81-1.19x, within the noise).
 MEC_MIN_KERNEL = 5      # the longer kernel side
-MEC_MIN_COLUMNS = 200   # columns of each row's GEMM: N * output width (in MEC's frame)
+MEC_MIN_COLUMNS = 768   # N * H_out * W_out: the columns of each GEMM
 
 
 def pointwise_forward(w2, x3):
@@ -224,8 +225,8 @@ class Conv2d(Module):
             return "pointwise"
         if applicable["winograd"] and winograd.fill(H_out, W_out) >= WINOGRAD_MIN_FILL:
             return "winograd"
-        columns = N * (H_out if self._mec_swapped() else W_out)
-        if applicable["mec"] and max(self.kernel_size) >= MEC_MIN_KERNEL and columns >= MEC_MIN_COLUMNS:
+        if (applicable["mec"] and max(self.kernel_size) >= MEC_MIN_KERNEL
+                and N * H_out * W_out >= MEC_MIN_COLUMNS):
             return "mec"
         return "im2col"
 
@@ -342,39 +343,35 @@ class Conv2d(Module):
         return self.padding[::-1] if self._mec_swapped() else self.padding
 
     def _mec(self, x, weight, padding, keep):
-        """Y[h] = W2 @ windows[h] for x (N, C, H, W) in MEC's frame: Y (H_out, C_out, N, W_out) and
-        the windows (kept for dW when `keep`, else lowered into a reusable buffer)."""
+        """Y (C_out, H_out, N, W_out) of x (N, C, H, W) in MEC's frame, and the lowered input R
+        (a new array when `keep`, for dW; else a reusable buffer)."""
         N, C, H, W = x.shape
         O, _, KH, KW = weight.shape
         ph, pw = padding
         H_out, W_out = H + 2 * ph - KH + 1, W + 2 * pw - KW + 1
-        shape = (H + 2 * ph, KW * C, N * W_out)
+        shape = (KW * C, H + 2 * ph, N * W_out)
         R = np.empty(shape, x.dtype) if keep else scratch("mec_R", shape, x.dtype)
         R = kernels.twin(mec.mec_lower_reference)(x, KW, padding, W_out, R)
-        windows = mec.windows(R, KH, H_out)                               # (H_out, KH*KW*C, N*W_out)
-        w2 = weight.transpose(0, 2, 3, 1).reshape(O, -1)                  # W2[o, (i, j, c)]
-        Y = np.matmul(w2, windows, out=scratch("mec_Y", (H_out, O, N * W_out), x.dtype))
-        return Y.reshape(H_out, O, N, W_out), windows
+        Y, tmp = (scratch(name, (O, H_out * N * W_out), x.dtype) for name in ("mec_Y", "mec_tmp"))
+        return mec.convolve(R, weight, H_out, Y, tmp).reshape(O, H_out, N, W_out), R
 
     def _mec_forward(self, x):
         frame = self._mec_frame
-        Y, self.cache["windows"] = self._mec(frame(x), frame(self.weight.data), self._mec_padding(),
-                                             keep=True)
-        return owned_copy(frame(Y.transpose(2, 1, 0, 3)))                # (N, C_out, H_out, W_out)
+        Y, self.cache["R"] = self._mec(frame(x), frame(self.weight.data), self._mec_padding(),
+                                       keep=True)
+        return owned_copy(frame(Y.transpose(2, 0, 1, 3)))                # (N, C_out, H_out, W_out)
 
     def _mec_backward(self, dout):
         frame = self._mec_frame
-        windows = self.cache["windows"]
         w = frame(self.weight.data)
         O, C, KH, KW = w.shape
         ph, pw = self._mec_padding()
         dy = frame(dout)
         N, _, H_out, W_out = dy.shape
-        dY = scratch("mec_dY", (H_out, O, N, W_out), dout.dtype)
-        dY[...] = dy.transpose(2, 1, 0, 3)
-        # dW2 = sum over h of dY[h] @ windows[h].T; W2[o, (i, j, c)] back to W[o, c, i, j]
-        dW2 = np.matmul(dY.reshape(H_out, O, -1), windows.transpose(0, 2, 1)).sum(axis=0)
-        self.weight.grad += frame(dW2.reshape(O, KH, KW, C).transpose(0, 3, 1, 2))
+        dY = scratch("mec_dY", (O, H_out, N, W_out), dout.dtype)
+        dY[...] = dy.transpose(1, 2, 0, 3)
+        dW = mec.weight_grad(dY.reshape(O, -1), self.cache["R"], w.shape)
+        self.weight.grad += frame(dW)
         # dx: the convolution of dY, padded by K-1-p, with the flipped kernel (nn/mec.py)
         Yx, _ = self._mec(dy, mec.flipped(w), (KH - 1 - ph, KW - 1 - pw), keep=False)
-        return owned_copy(frame(Yx.transpose(2, 1, 0, 3)))               # (N, C_in, H, W)
+        return owned_copy(frame(Yx.transpose(2, 0, 1, 3)))               # (N, C_in, H, W)

@@ -127,28 +127,28 @@ if HAVE_NUMBA:
 
     @njit(parallel=True, cache=True)
     def mec_lower_numba(x, KW, padding, W_out, R):
-        """R[r, (j, c), (n, w)] = xp[n, c, r, w + j] (xp: x zero-padded)"""
+        """R[(j, c), r, (n, w)] = xp[n, c, r, w + j] (xp: x zero-padded)"""
         N, C, H, W = x.shape
         ph, pw = padding
-        R4 = R.reshape((H + 2 * ph, KW * C, N, W_out))  # index with loop variables (see the top)
-        for r in prange(H + 2 * ph):  # every row r of R is written by one thread
-            hi = r - ph
-            for j in range(KW):
-                w_lo, w_hi = _inside(j - pw, 1, W, W_out)
-                for c in range(C):
-                    row = j * C + c
-                    for n in range(N):
-                        if hi < 0 or hi >= H:
-                            for w in range(W_out):
-                                R4[r, row, n, w] = 0.0
-                            continue
-                        x_row = x[n, c, hi]
-                        for w in range(w_lo):
-                            R4[r, row, n, w] = 0.0
-                        for w in range(w_lo, w_hi):
-                            R4[r, row, n, w] = x_row[w + j - pw]
-                        for w in range(w_hi, W_out):
-                            R4[r, row, n, w] = 0.0
+        R4 = R.reshape((KW * C, H + 2 * ph, N, W_out))  # index with loop variables (see the top)
+        for row in prange(KW * C):  # every row (j, c) of R is written by one thread
+            j = row // C
+            c = row % C
+            w_lo, w_hi = _inside(j - pw, 1, W, W_out)
+            for r in range(H + 2 * ph):
+                hi = r - ph
+                for n in range(N):
+                    if hi < 0 or hi >= H:
+                        for w in range(W_out):
+                            R4[row, r, n, w] = 0.0
+                        continue
+                    x_row = x[n, c, hi]
+                    for w in range(w_lo):
+                        R4[row, r, n, w] = 0.0
+                    for w in range(w_lo, w_hi):
+                        R4[row, r, n, w] = x_row[w + j - pw]
+                    for w in range(w_hi, W_out):
+                        R4[row, r, n, w] = 0.0
         return R
 
     @njit(parallel=True, cache=True)

@@ -1,52 +1,81 @@
-"""MEC, memory-efficient convolution: lower the input along one axis only, then GEMMs on windows.
+"""MEC, memory-efficient convolution: lower the input along one axis only, then one GEMM per kernel row.
 
 im2col copies every input pixel KH*KW times. MEC (Cho & Brand 2017, "MEC: Memory-efficient
-Convolution for Deep Neural Network") copies it only KW times, along the width, into rows:
+Convolution for Deep Neural Network") copies it only KW times, along the width:
 
-    R[r, (j, c), (n, w)] = xp[n, c, r, w + j]          (H + 2*ph, KW*C, N*W_out)   (xp: x zero-padded)
+    R[(j, c), r, (n, w)] = xp[n, c, r, w + j]          (KW*C, H + 2*ph, N*W_out)   (xp: x zero-padded)
 
-Output row h needs input rows h .. h+KH-1, and in R those rows are KH consecutive blocks of
-(KW*C, N*W_out) values, so they already *are* a matrix: the (KH*KW*C, N*W_out) window starting
-at R[h], read in place (a strided view, no copy). One GEMM per output row:
+Read R as a matrix of KW*C rows and (H + 2*ph)*N*W_out columns. Kernel row i meets input row
+h + i at output row h, and in R the input rows are consecutive blocks of N*W_out columns, so
+what kernel row i reads for every output at once is one plain slice, no copy:
 
-    Y[h] = W2 @ R[h : h + KH].reshape(KH*KW*C, N*W_out)          W2[o, (i, j, c)] = W[o, c, i, j]
+    S_i = R[:, i*N*W_out : (i + H_out)*N*W_out]        (KW*C, H_out*N*W_out)
+    Y   = sum over i of W_i @ S_i                       W_i[o, (j, c)] = W[o, c, i, j]
 
-For a 7x1 kernel (KW = 1) R is just the padded input, transposed; a 1x7 kernel is lowered
-along the other axis (the layer swaps H and W, which changes nothing else). Against im2col it
-saves the 7x copy and the col2im (about a third of such a layer's time at batch 32), at the
-price of one thinner GEMM per output row: it wins only where those are wide enough
-(MEC_MIN_COLUMNS in nn/conv.py).
+The S_i overlap (the same input row is read by every kernel row), which is MEC's point: the
+overlap is in the addressing, not in memory. Y comes out as (C_out, H_out, N, W_out).
+
+Cho & Brand take one GEMM per *output* row instead (H_out products of N*W_out columns); on
+Inception's 17x17 maps those are 136 columns wide at batch 8, too thin for BLAS, and that
+version lost to im2col there. Grouping the same sums by kernel row (the shift-and-accumulate
+order of kn2row, Vasudevan et al. 2017) gives KH products that are each as wide as im2col's
+single one. For a 7x1 kernel (KW = 1) R is just the padded input in (C, H, N, W) order, so the
+layer copies nothing but that; a 1x7 kernel is lowered along the other axis (the layer swaps H
+and W, which changes nothing else).
 
 Backward, for stride 1:
-    dW2 = sum over h of dY[h] @ window[h].T                 (the windows kept from forward)
-    dx  = the same convolution of dY, padded by (KH-1-ph, KW-1-pw), with the kernel flipped in
-          both axes and its in/out channels swapped: Wf[c, o, i, j] = W[o, c, KH-1-i, KW-1-j].
-          Each input pixel collects, from every output it fed, the weight it was multiplied by:
-          that is a full correlation with the flipped kernel, so the forward code computes it too.
+    dW_i = dY @ S_i.T                                   (the slices of the R kept from forward)
+    dx   = the same convolution of dY, padded by (KH-1-ph, KW-1-pw), with the kernel flipped in
+           both axes and its in/out channels swapped: Wf[c, o, i, j] = W[o, c, KH-1-i, KW-1-j].
+           Each input pixel collects, from every output it fed, the weight it was multiplied by:
+           that is a full correlation with the flipped kernel, so the forward code computes it too.
 
-So the layer's three products are forward GEMMs on windows, and nothing is ever scattered back.
+So the layer's three products are GEMMs on slices, and nothing is ever scattered back.
 
 The lowering below is the readable reference; nn/kernels.py has its Numba twin (same signature).
 """
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 
 def mec_lower_reference(x, KW, padding, W_out, R):
-    """R[r, (j, c), (n, w)] = xp[n, c, r, w + j] (xp: x zero-padded)"""
+    """R[(j, c), r, (n, w)] = xp[n, c, r, w + j] (xp: x zero-padded)"""
     N, C, H, W = x.shape
     ph, pw = padding
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    view = R.reshape(H + 2 * ph, KW, C, N, W_out)
+    view = R.reshape(KW, C, H + 2 * ph, N, W_out)
     for j in range(KW):  # one slice per kernel column: every row's pixels shifted by j
-        view[:, j] = xp[:, :, :, j:j + W_out].transpose(2, 1, 0, 3)
+        view[j] = xp[:, :, :, j:j + W_out].transpose(1, 2, 0, 3)
     return R
 
 
-def windows(R, KH, H_out):
-    """The (KH*KW*C, N*W_out) matrices R[h : h + KH], h < H_out, as one read-only strided view."""
-    _, K, P = R.shape
-    return as_strided(R, (H_out, KH * K, P), R.strides, writeable=False)
+def row_slices(R, KH, H_out):
+    """S_i, what kernel row i reads: columns i*N*W_out .. (i + H_out)*N*W_out of R, as views."""
+    K, _, P = R.shape
+    R2 = R.reshape(K, -1)
+    return [R2[:, i * P:(i + H_out) * P] for i in range(KH)]
+
+
+def kernel_rows(w):
+    """W_i[o, (j, c)] = w[o, c, i, j], for every kernel row i: (KH, C_out, KW*C_in)."""
+    O, C, KH, KW = w.shape
+    return np.ascontiguousarray(w.transpose(2, 0, 3, 1)).reshape(KH, O, KW * C)
+
+
+def convolve(R, w, H_out, out, tmp):
+    """Y = sum over i of W_i @ S_i into out (C_out, H_out*N*W_out); tmp: a buffer of out's shape."""
+    rows, slices = kernel_rows(w), row_slices(R, w.shape[2], H_out)
+    np.matmul(rows[0], slices[0], out=out)
+    for W_i, S_i in zip(rows[1:], slices[1:]):
+        out += np.matmul(W_i, S_i, out=tmp)
+    return out
+
+
+def weight_grad(dY, R, shape):
+    """dW (C_out, C_in, KH, KW) = `shape` from dW_i = dY @ S_i.T, for dY (C_out, H_out*N*W_out)."""
+    O, C, KH, KW = shape
+    H_out = dY.shape[1] // R.shape[2]
+    dW = np.stack([dY @ S.T for S in row_slices(R, KH, H_out)])        # (KH, C_out, KW*C_in)
+    return dW.reshape(KH, O, KW, C).transpose(1, 3, 0, 2)
 
 
 def flipped(w):

@@ -94,13 +94,20 @@ def test_mec_gradients_match_finite_differences(n, c_in, c_out, kh, kw, extra, b
     assert_gradients_ok(check_module(conv, x))
 
 
-def test_mec_windows_are_views_and_dx_is_the_flipped_convolution(rng):
-    from nn.mec import flipped
+def test_mec_reads_overlapping_slices_in_place_and_dx_is_the_flipped_convolution(rng):
+    from nn.mec import flipped, row_slices
     conv = nn.Conv2d(3, 5, (3, 2), padding=(1, 1), bias=False, algorithm="mec").double()
     x = rng.standard_normal((2, 3, 6, 4))
     y = conv(x)
-    windows = conv.cache["windows"]
-    assert windows.shape == (6, 3 * 2 * 3, 2 * 5) and not windows.flags.owndata  # read in place
+    R = conv.cache["R"]
+    assert R.shape == (2 * 3, 6 + 2, 2 * 5)                   # KW copies: (KW*C, H + 2*ph, N*W_out)
+    slices = row_slices(R, 3, 6)
+    for i, S in enumerate(slices):                             # kernel row i: input rows i .. i+5
+        assert S.shape == (6, 6 * 2 * 5) and np.shares_memory(S, R)
+        np.testing.assert_array_equal(S.reshape(6, 6, 2 * 5), R[:, i:i + 6])
+    # one GEMM per kernel row, summed: W_i[o, (j, c)] = W[o, c, i, j]
+    Y = sum(conv.weight.data[:, :, i].transpose(0, 2, 1).reshape(5, 6) @ S for i, S in enumerate(slices))
+    np.testing.assert_allclose(Y.reshape(5, 6, 2, 5).transpose(2, 0, 1, 3), y, rtol=1e-12, atol=1e-12)
     g = rng.standard_normal(y.shape)
     dx = conv.backward(g)
     # dx is the correlation of dY, padded by K-1-p, with the kernel flipped and transposed
@@ -185,11 +192,11 @@ def test_auto_picks_the_fastest_exact_algorithm():
     assert chosen(3, size=(17, 17)) == "winograd"            # 89% of the 2x2 tiles' outputs used
     assert chosen(3, size=(7, 7)) == chosen(3, size=(3, 3)) == "im2col"   # 77%, 56%: im2col wins
     assert chosen(3, stride=2) == chosen(3, dilation=2) == chosen((1, 3)) == "im2col"
-    # MEC: long kernels, and at least 200 columns (N * output width) in each row's GEMM
-    assert chosen((7, 1), padding=(3, 0), size=(17, 17), batch=12) == "mec"        # 204 columns
-    assert chosen((7, 1), padding=(3, 0), size=(17, 17), batch=8) == "im2col"      # 136
-    assert chosen((1, 7), padding=(0, 3), size=(17, 25), batch=12) == "mec"        # swapped: N * H_out
-    assert chosen((1, 7), padding=(0, 3), size=(11, 25), batch=12) == "im2col"     # 132
+    # MEC: long kernels, and at least 768 columns (N * H_out * W_out) in each GEMM
+    assert chosen((7, 1), padding=(3, 0), size=(17, 17), batch=3) == "mec"         # 867 columns
+    assert chosen((7, 1), padding=(3, 0), size=(17, 17), batch=2) == "im2col"      # 578
+    assert chosen((1, 7), padding=(0, 3), size=(16, 12), batch=4) == "mec"         # 768
+    assert chosen((1, 7), padding=(0, 3), size=(16, 12), batch=3) == "im2col"      # 576
     assert chosen(5, padding=2, size=(35, 35)) == "mec"
     assert chosen(5, padding=5, size=(35, 35)) == chosen(5, stride=2, size=(35, 35)) == "im2col"
     assert chosen((3, 1), size=(64, 64), batch=64) == "im2col"                     # kernel too short

@@ -53,7 +53,7 @@ def test_mec_lowering_twins_agree(n, c, H, W, kw, ph, pw, transposed, dtype):
         x = x.transpose(0, 1, 3, 2)
     W_out = x.shape[3] + 2 * pw - kw + 1
     assume(W_out >= 1)  # the kernel must fit the padded width
-    shape = (x.shape[2] + 2 * ph, kw * c, n * W_out)
+    shape = (kw * c, x.shape[2] + 2 * ph, n * W_out)
     ref = mec_lower_reference(x, kw, (ph, pw), W_out, np.full(shape, np.nan, dtype))
     fast = kernels.mec_lower_numba(x, kw, (ph, pw), W_out, np.full(shape, np.nan, dtype))
     np.testing.assert_array_equal(ref, fast)  # a pure copy: bit for bit
