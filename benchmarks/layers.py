@@ -3,6 +3,7 @@
     python -m benchmarks.layers                    # the representative shapes, batch 32
     python -m benchmarks.layers --all -b 8         # every distinct conv shape of both models
     python -m benchmarks.layers --compare-torch    # PyTorch on the same shapes, same run
+    python -m benchmarks.layers --all --only 7x1/  # the rows whose label contains "7x1/"
 
 Conv2d GFLOP/s count 2*N*C_out*H_out*W_out*C_in*KH*KW per forward and three times that per
 forward+backward (dx and dW each cost one more product of the same size). PyTorch times each
@@ -110,6 +111,8 @@ def main(argv=None):
     p.add_argument("--all", action="store_true", help="every distinct conv shape of both models")
     p.add_argument("-b", "--batch-size", type=int, default=None,
                    help="batch for every shape (default: 32, or each shape's own)")
+    p.add_argument("--only", metavar="TEXT", default="",
+                   help="only the conv shapes whose row label contains TEXT (e.g. '7x1/', '@17')")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--compare-torch", action="store_true")
     args = p.parse_args(argv)
@@ -120,6 +123,7 @@ def main(argv=None):
     shapes = conv_shapes_of_models(args.batch_size or 8) if args.all else REPRESENTATIVE
     if args.batch_size:
         shapes = [s[:-1] + (args.batch_size,) for s in shapes]
+    shapes = [s for s in shapes if args.only in describe(s)]
     ratios = []
     cols = f"{'conv':32s} {'fwd ms':>8s} {'GFLOP/s':>8s} {'f+b ms':>8s} {'GFLOP/s':>8s}"
     print(cols + ("  torch f+b ms  ratio" if args.compare_torch else ""))
