@@ -368,9 +368,9 @@ class Conv2d(Module):
         ph, pw = self._mec_padding()
         dy = frame(dout)
         N, _, H_out, W_out = dy.shape
-        dY = scratch("mec_dY", (O, H_out, N, W_out), dout.dtype)
-        dY[...] = dy.transpose(1, 2, 0, 3)
-        dW = mec.weight_grad(dY.reshape(O, -1), self.cache["R"], w.shape)
+        dYT = scratch("mec_dYT", (H_out, N, W_out, O), dout.dtype)       # dY.T, rows (h, n, w)
+        dYT[...] = dy.transpose(2, 0, 3, 1)
+        dW = mec.weight_grad(dYT.reshape(-1, O), self.cache["R"], w.shape)
         self.weight.grad += frame(dW)
         # dx: the convolution of dY, padded by K-1-p, with the flipped kernel (nn/mec.py)
         Yx, _ = self._mec(dy, mec.flipped(w), (KH - 1 - ph, KW - 1 - pw), keep=False)
