@@ -19,12 +19,14 @@ import nn  # first: lets idle BLAS and OpenMP threads sleep (nn/runtime.py)
 import numpy as np
 
 
-def median_time(fn, repeat=5, warmup=1):
-    """Median wall time of fn() in seconds, after `warmup` untimed calls."""
+def median_time(fn, repeat=5, warmup=1, min_seconds=0.25, max_calls=200):
+    """Median wall time of fn() in seconds, after `warmup` untimed calls: at least `repeat` timed
+    calls, and more (up to max_calls) until min_seconds have passed, so that a short stall of
+    the machine cannot take the median of a sub-millisecond layer."""
     for _ in range(warmup):
         fn()
     times = []
-    for _ in range(repeat):
+    while len(times) < repeat or (sum(times) < min_seconds and len(times) < max_calls):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
