@@ -278,21 +278,35 @@ if HAVE_NUMBA:
         H_out, W_out = divisor.shape
         sh, sw = stride
         ph, pw = padding
-        for plane in prange(N * C):
+        for plane in prange(N * C):  # separable: sum along each row first, then down the columns
             n = plane // C
             c = plane % C
+            rows = np.zeros((H, W_out), x.dtype)  # rows[r, w]: row r of x summed over window w's columns
+            for j in range(KW):
+                lo, hi = _inside(j - pw, sw, W, W_out)  # the windows whose column j lies inside x
+                for r in range(H):
+                    src = x[n, c, r, lo * sw + j - pw:]
+                    dst = rows[r, lo:hi]
+                    if sw == 1:  # a stride known to be 1 lets the loop vectorize
+                        for w in range(hi - lo):
+                            dst[w] += src[w]
+                    else:
+                        for w in range(hi - lo):
+                            dst[w] += src[w * sw]
+            out = y[n, c]
+            out[:, :] = 0.0
+            for i in range(KH):
+                lo, hi = _inside(i - ph, sh, H, H_out)  # the windows whose row i lies inside x
+                for h in range(hi - lo):
+                    src = rows[(lo + h) * sh + i - ph]
+                    dst = out[lo + h]
+                    for w in range(W_out):
+                        dst[w] += src[w]
             for h in range(H_out):
+                dst = out[h]
+                d = divisor[h]
                 for w in range(W_out):
-                    total = 0.0
-                    for i in range(KH):
-                        hi = h * sh + i - ph
-                        if hi < 0 or hi >= H:
-                            continue
-                        for j in range(KW):
-                            wi = w * sw + j - pw
-                            if wi >= 0 and wi < W:
-                                total += x[n, c, hi, wi]
-                    y[n, c, h, w] = total / divisor[h, w]
+                    dst[w] /= d[w]
         return y
 
     @njit(parallel=True, cache=True)
@@ -302,21 +316,31 @@ if HAVE_NUMBA:
         H_out, W_out = divisor.shape
         sh, sw = stride
         ph, pw = padding
-        for plane in prange(N * C):  # each plane's windows only reach that plane of dx
+        for plane in prange(N * C):  # forward's two passes, transposed, in the reverse order
             n = plane // C
             c = plane % C
-            dx[n, c] = 0.0
-            for h in range(H_out):
-                for w in range(W_out):
-                    share = dout[n, c, h, w] / divisor[h, w]
-                    for i in range(KH):
-                        hi = h * sh + i - ph
-                        if hi < 0 or hi >= H:
-                            continue
-                        for j in range(KW):
-                            wi = w * sw + j - pw
-                            if wi >= 0 and wi < W:
-                                dx[n, c, hi, wi] += share
+            rows = np.zeros((H, W_out), dx.dtype)  # rows[r, w]: what row r gets from window column w
+            for i in range(KH):
+                lo, hi = _inside(i - ph, sh, H, H_out)
+                for h in range(hi - lo):
+                    g = dout[n, c, lo + h]
+                    d = divisor[lo + h]
+                    dst = rows[(lo + h) * sh + i - ph]
+                    for w in range(W_out):
+                        dst[w] += g[w] / d[w]
+            out = dx[n, c]
+            out[:, :] = 0.0
+            for j in range(KW):
+                lo, hi = _inside(j - pw, sw, W, W_out)
+                for r in range(H):
+                    src = rows[r, lo:hi]
+                    dst = out[r, lo * sw + j - pw:]
+                    if sw == 1:
+                        for w in range(hi - lo):
+                            dst[w] += src[w]
+                    else:
+                        for w in range(hi - lo):
+                            dst[w * sw] += src[w]
         return dx
 
     @njit(parallel=True, cache=True)
