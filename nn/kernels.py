@@ -166,33 +166,33 @@ if HAVE_NUMBA:
             # the plane padded with -inf and split into sw column phases: xs[p, r, s] = xp[r, s*sw + p],
             # so that window column j of output w is xs[(j*dw) % sw, r, w + (j*dw) // sw]: stride 1
             xs = np.full((sw, Hp, S), -np.inf, x.dtype)
-            for r in range(max(0, ph), min(Hp, H + ph)):
-                for s in range(S):
-                    for p in range(sw):
-                        wi = s * sw + p - pw
-                        if wi >= 0 and wi < W:
-                            xs[p, r, s] = x[n, c, r - ph, wi]
+            for p in range(sw):
+                lo, hi = _inside(p - pw, sw, W, S)  # the phase's columns that hold a column of x
+                for r in range(max(0, ph), min(Hp, H + ph)):
+                    src = x[n, c, r - ph, lo * sw + p - pw:]
+                    dst = xs[p, r, lo:hi]
+                    for s in range(hi - lo):
+                        dst[s] = src[s * sw]
             best = np.empty(W_out, x.dtype)
-            bi = np.empty(W_out, np.int64)
-            bj = np.empty(W_out, np.int64)
+            bk = np.empty(W_out, np.int32)  # the window offset i*KW + j of the maximum so far
             for h in range(H_out):  # a row of outputs at a time, scanning the window row-major
                 best[:] = -np.inf
-                bi[:] = 0
-                bj[:] = 0
+                bk[:] = 0
                 for i in range(KH):
                     r = h * sh + i * dh
                     for j in range(KW):
-                        row = xs[(j * dw) % sw, r]
-                        q = (j * dw) // sw
-                        for w in range(W_out):  # a strict > keeps the first maximum, NaN wins
-                            v = row[w + q]
-                            if v > best[w] or (v != v and best[w] == best[w]):
-                                best[w] = v
-                                bi[w] = i
-                                bj[w] = j
+                        row = xs[(j * dw) % sw, r, (j * dw) // sw:]
+                        k = i * KW + j
+                        for w in range(W_out):  # a strict > keeps the first maximum, NaN wins;
+                            v = row[w]           # selects, not branches: the loop vectorizes
+                            b = best[w]
+                            take = (v > b) | ((v != v) & (b == b))
+                            best[w] = v if take else b
+                            bk[w] = k if take else bk[w]
                 for w in range(W_out):
                     y[n, c, h, w] = best[w]
-                    argmax[n, c, h, w] = (h * sh + bi[w] * dh - ph) * W + (w * sw + bj[w] * dw - pw)
+                    argmax[n, c, h, w] = ((h * sh + (bk[w] // KW) * dh - ph) * W
+                                          + w * sw + (bk[w] % KW) * dw - pw)
         return y, argmax
 
     @njit(parallel=True, cache=True)
@@ -203,11 +203,11 @@ if HAVE_NUMBA:
         for plane in prange(N * C):  # each plane's windows only reach that plane of dx
             n = plane // C
             c = plane % C
-            dx[n, c] = 0.0
+            flat = dx[n, c].reshape(H * W)  # argmax is a flat index into the plane
+            flat[:] = 0.0
             for h in range(H_out):
                 for w in range(W_out):
-                    k = argmax[n, c, h, w]
-                    dx[n, c, k // W, k % W] += dout[n, c, h, w]
+                    flat[argmax[n, c, h, w]] += dout[n, c, h, w]
         return dx
 
     @njit(parallel=True, cache=True)
