@@ -159,6 +159,45 @@ if HAVE_NUMBA:
                         R4[row, r, n, w] = 0.0
         return R
 
+    @njit(cache=True)
+    def _maxpool_stride1(xp, KH, KW, dilation, padding, W, y, argmax):
+        """maxpool_numba for one padded plane xp (Hp, S) at stride 1: a pass along the rows, then
+        one down the columns, each a single long loop over the flattened plane (positions whose
+        window runs past the end of a row are computed too, and never read). The row pass keeps
+        the first j holding each row's maximum, the column pass the first i: together, the first
+        maximum in row-major order, as the general scan finds it."""
+        Hp, S = xp.shape
+        H_out, W_out = y.shape
+        dh, dw = dilation
+        ph, pw = padding
+        flat = xp.reshape(Hp * S)
+        L1 = Hp * S - (KW - 1) * dw
+        rm = flat[:L1].copy()                # rm[r*S + w]: max over row r's window at column w
+        rj = np.zeros(L1, np.int32)          # its first column offset j
+        for j in range(1, KW):
+            src = flat[j * dw:]
+            for k in range(L1):
+                v = src[k]
+                if v > rm[k] or (v != v and rm[k] == rm[k]):
+                    rm[k] = v
+                    rj[k] = j
+        L2 = (H_out - 1) * S + W_out         # the last output's position, plus one
+        cm = rm[:L2].copy()                  # cm[h*S + w]: the window's max
+        ci = np.zeros(L2, np.int32)          # its first row offset i
+        for i in range(1, KH):
+            src = rm[i * dh * S:]
+            for k in range(L2):
+                v = src[k]
+                if v > cm[k] or (v != v and cm[k] == cm[k]):
+                    cm[k] = v
+                    ci[k] = i
+        for h in range(H_out):
+            for w in range(W_out):
+                k = h * S + w
+                i = ci[k]
+                y[h, w] = cm[k]
+                argmax[h, w] = (h + i * dh - ph) * W + w + rj[k + i * dh * S] * dw - pw
+
     @njit(parallel=True, cache=True)
     def maxpool_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, y, argmax):
         """y[n, c, h, w] = max of the window; argmax = flat index h_in*W + w_in of its first maximum"""
@@ -181,6 +220,9 @@ if HAVE_NUMBA:
                     dst = xs[p, r, lo:hi]
                     for s in range(hi - lo):
                         dst[s] = src[s * sw]
+            if sh == 1 and sw == 1:
+                _maxpool_stride1(xs[0], KH, KW, dilation, padding, W, y[n, c], argmax[n, c])
+                continue
             best = np.empty(W_out, x.dtype)
             bk = np.empty(W_out, np.int32)  # the window offset i*KW + j of the maximum so far
             for h in range(H_out):  # a row of outputs at a time, scanning the window row-major

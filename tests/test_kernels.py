@@ -62,11 +62,29 @@ def test_mec_lowering_twins_agree(n, c, H, W, kw, ph, pw, transposed, dtype):
 @given(**geometry, ceil=st.booleans())
 def test_maxpool_twins_agree(n, c, kh, kw, sh, sw, extra, dtype, data, ceil):
     padding, dilation, x = _case(n, c, kh, kw, sh, sw, extra, data)
-    x = np.round(x.astype(dtype), 1)  # many ties: both must pick the same first maximum
+    _check_maxpool_twins(x.astype(dtype), (kh, kw), (sh, sw), padding, dilation, ceil)
+
+
+@given(n=st.integers(1, 2), c=st.integers(1, 3), kh=st.integers(1, 4), kw=st.integers(1, 4),
+       dh=st.integers(1, 2), dw=st.integers(1, 2), extra=st.integers(0, 8), ceil=st.booleans(),
+       dtype=st.sampled_from([np.float64, np.float32]), data=st.data())
+def test_maxpool_stride_1_twins_agree(n, c, kh, kw, dh, dw, extra, ceil, dtype, data):
+    # stride 1 has a path of its own in the kernel (a row pass, then a column pass)
+    padding = data.draw(st.integers(0, kh // 2)), data.draw(st.integers(0, kw // 2))
+    H, W = dh * (kh - 1) + 1 + extra, dw * (kw - 1) + 1 + data.draw(st.integers(0, 8))
+    x = np.random.default_rng(H * 17 + W).standard_normal((n, c, H, W)).astype(dtype)
+    x.flat[x.size // 3] = -np.inf
+    _check_maxpool_twins(x, (kh, kw), (1, 1), padding, (dh, dw), ceil)
+
+
+def _check_maxpool_twins(x, kernel, stride, padding, dilation, ceil):
+    n, c = x.shape[:2]
+    dtype = x.dtype.type
+    x = np.round(x, 1)                # many ties: both must pick the same first maximum
     x.flat[x.size // 2] = np.nan      # and a NaN, which wins every window it is in
-    Ho = pool_output_size(x.shape[2], kh, sh, padding[0], dilation[0], ceil)
-    Wo = pool_output_size(x.shape[3], kw, sw, padding[1], dilation[1], ceil)
-    args = (x, kh, kw, (sh, sw), padding, dilation, Ho, Wo)
+    Ho, Wo = (pool_output_size(x.shape[a + 2], kernel[a], stride[a], padding[a], dilation[a], ceil)
+              for a in (0, 1))
+    args = (x, *kernel, stride, padding, dilation, Ho, Wo)
     out = lambda: (np.empty((n, c, Ho, Wo), dtype), np.empty((n, c, Ho, Wo), np.int64))
     y_ref, i_ref = maxpool_reference(*args, *out())
     y_fast, i_fast = kernels.maxpool_numba(*args, *out())
