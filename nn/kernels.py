@@ -265,19 +265,24 @@ if HAVE_NUMBA:
         N, C, L = x3.shape
         mean = np.empty(C, x3.dtype)
         var = np.empty(C, x3.dtype)
+        m = N * L
         for c in prange(C):  # one channel per thread; sums in float64 for accuracy
+            # one pass over memory (the kernel is bound by it): sums of d = x - K and d**2, with K
+            # the channel's first value, so that E[d**2] - E[d]**2 cancels no more digits than
+            # the data's spread around K costs (the plain E[x**2] - E[x]**2 would lose them all
+            # to a large mean)
+            K = float(x3[0, c, 0])
             total = 0.0
-            for n in range(N):
-                for i in range(L):
-                    total += x3[n, c, i]
-            mu = total / (N * L)
             sq = 0.0
             for n in range(N):
+                row = x3[n, c]
                 for i in range(L):
-                    d = x3[n, c, i] - mu
+                    d = row[i] - K
+                    total += d
                     sq += d * d
-            mean[c] = mu
-            var[c] = sq / (N * L)
+            shift = total / m
+            mean[c] = K + shift
+            var[c] = max(sq / m - shift * shift, 0.0)
         return mean, var
 
     @njit(parallel=True, cache=True)

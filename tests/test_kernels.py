@@ -145,6 +145,16 @@ def test_whole_conv_layer_same_on_both_backends(dtype, kernel, stride, padding, 
         np.testing.assert_allclose(fast, ref, rtol=TOL[dtype], atol=TOL[dtype] * 10)
 
 
+def test_batchnorm_stats_keep_a_small_variance_under_a_large_mean():
+    # one pass, E[d**2] - E[d]**2 with d = x - (first value): no catastrophic cancellation
+    from nn.batchnorm import batchnorm_stats_reference
+    x = (1000 + 0.01 * np.random.default_rng(0).standard_normal((4, 3, 500))).astype(np.float32)
+    mean, var = batchnorm_stats_reference(x.astype(np.float64))
+    fast_mean, fast_var = kernels.batchnorm_stats_numba(x)
+    np.testing.assert_allclose(fast_mean, mean, rtol=1e-7)
+    np.testing.assert_allclose(fast_var, var, rtol=1e-5)
+
+
 @given(n=st.integers(1, 4), c=st.integers(1, 5), length=st.integers(1, 40),
        dtype=st.sampled_from([np.float64, np.float32]), batch_stats=st.booleans())
 def test_batchnorm_twins_agree(n, c, length, dtype, batch_stats):
