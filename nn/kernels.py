@@ -92,19 +92,27 @@ if HAVE_NUMBA:
             offset = j * dw - pw
             w_lo, w_hi = _inside(offset, sw, W, W_out)
             h_lo, h_hi = _inside(i * dh - ph, sh, H, H_out)
+            m = w_hi - w_lo
             for n in range(N):
+                dst = cols4[row, n]
+                src = x[n, c, :, w_lo * sw + offset:]  # column w_lo of the window's inside, row by row
+                inside = dst[:, w_lo:w_hi]
                 for h in range(H_out):
                     if h < h_lo or h >= h_hi:  # the window row lies in the padding
                         for w in range(W_out):
-                            cols4[row, n, h, w] = 0.0
+                            dst[h, w] = 0.0
                         continue
-                    x_row = x[n, c, h * sh + i * dh - ph]
+                    hi = h * sh + i * dh - ph
                     for w in range(w_lo):
-                        cols4[row, n, h, w] = 0.0
-                    for w in range(w_lo, w_hi):
-                        cols4[row, n, h, w] = x_row[w * sw + offset]
+                        dst[h, w] = 0.0
+                    if sw == 1:
+                        for w in range(m):
+                            inside[h, w] = src[hi, w]
+                    else:
+                        for w in range(m):
+                            inside[h, w] = src[hi, w * sw]
                     for w in range(w_hi, W_out):
-                        cols4[row, n, h, w] = 0.0
+                        dst[h, w] = 0.0
         return cols
 
     @njit(parallel=True, cache=True)
