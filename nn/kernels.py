@@ -122,23 +122,27 @@ if HAVE_NUMBA:
         sh, sw = stride
         ph, pw = padding
         dh, dw = dilation
-        P = H_out * W_out
+        cols4 = cols.reshape((C * KH * KW, N, H_out, W_out))
         for plane in prange(N * C):  # one (n, c) plane per thread: no two threads add to one element
             n = plane // C
             c = plane % C
             dx[n, c] = 0.0
             for i in range(KH):
+                h_lo, h_hi = _inside(i * dh - ph, sh, H, H_out)
                 for j in range(KW):
                     row = (c * KH + i) * KW + j
                     offset = j * dw - pw
                     w_lo, w_hi = _inside(offset, sw, W, W_out)
-                    for h in range(H_out):
+                    src = cols4[row, n, :, w_lo:w_hi]            # the columns that came from inside x
+                    dst = dx[n, c, :, w_lo * sw + offset:]       # where they came from, row by row
+                    for h in range(h_lo, h_hi):
                         hi = h * sh + i * dh - ph
-                        if hi < 0 or hi >= H:
-                            continue
-                        o = n * P + h * W_out
-                        for w in range(w_lo, w_hi):
-                            dx[n, c, hi, w * sw + offset] += cols[row, o + w]
+                        if sw == 1:
+                            for w in range(w_hi - w_lo):
+                                dst[hi, w] += src[h, w]
+                        else:
+                            for w in range(w_hi - w_lo):
+                                dst[hi, w * sw] += src[h, w]
         return dx
 
     @njit(parallel=True, cache=True)
