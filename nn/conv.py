@@ -89,9 +89,10 @@ WINOGRAD_MIN_FILL = 0.8
 # MEC beats im2col where its saving (KW instead of KH*KW copies, no col2im) is large and its
 # GEMMs (one per kernel row, N*H_out*W_out columns each) are wide: measured at 7x1 160->160,
 # forward+backward, against im2col: 17x17 at batch 1, 2, 4, 16: 1.31, 1.14, 0.95, 0.75x its
-# time; the same 7x1 on 5x5 maps at batch 8 and 32: 1.30, 0.88x; every 1x7/7x1 @17 of Inception-V3 at batch 8
-# 0.77-0.93x (again after im2col's own rewrite: 0.80-0.98x for 12 of the 14, 1.04-1.22x for
-# two, in a noisy run). 3x3, 1x3 and 3x1 kernels on 7x7 and 8x8 maps tie (0.81-1.19x).
+# time; the same 7x1 on 5x5 maps at batch 8 and 32: 1.30, 0.88x; every 1x7/7x1 @17 of
+# Inception-V3 at batch 8: 0.77-0.93x (again after im2col's own rewrite: 0.80-0.98x for 12 of
+# the 14, 1.04-1.22x for two, in a noisy run). 3x3, 1x3 and 3x1 kernels on 7x7 and 8x8 maps
+# tie (0.81-1.19x).
 MEC_MIN_KERNEL = 5      # the longer kernel side
 MEC_MIN_COLUMNS = 768   # N * H_out * W_out: the columns of each GEMM
 
