@@ -354,8 +354,8 @@ class Conv2d(Module):
         shape = (KW * C, H + 2 * ph, N * W_out)
         R = np.empty(shape, x.dtype) if keep else scratch("mec_R", shape, x.dtype)
         R = kernels.twin(mec.mec_lower_reference)(x, KW, padding, W_out, R)
-        Y, tmp = (scratch(name, (O, H_out * N * W_out), x.dtype) for name in ("mec_Y", "mec_tmp"))
-        return mec.convolve(R, weight, H_out, Y, tmp).reshape(O, H_out, N, W_out), R
+        Y = scratch("mec_Y", (O, H_out * N * W_out), x.dtype)
+        return mec.convolve(R, weight, H_out, Y).reshape(O, H_out, N, W_out), R
 
     def _mec_forward(self, x):
         frame = self._mec_frame

@@ -30,11 +30,16 @@ Backward, for stride 1:
            Each input pixel collects, from every output it fed, the weight it was multiplied by:
            that is a full correlation with the flipped kernel, so the forward code computes it too.
 
-So the layer's three products are GEMMs on slices, and nothing is ever scattered back.
+So the layer's three products are GEMMs on slices, and nothing is ever scattered back. The sum
+over kernel rows is added by each GEMM into its output as it goes (BLAS's beta = 1, nn/blas.py)
+rather than by a second pass over memory: 7x1 128->128 @17, batch 32, forward 10.9-12.1 ->
+9.0-9.9 ms.
 
 The lowering below is the readable reference; nn/kernels.py has its Numba twin (same signature).
 """
 import numpy as np
+
+from . import blas
 
 
 def mec_lower_reference(x, KW, padding, W_out, R):
@@ -61,12 +66,12 @@ def kernel_rows(w):
     return np.ascontiguousarray(w.transpose(2, 0, 3, 1)).reshape(KH, O, KW * C)
 
 
-def convolve(R, w, H_out, out, tmp):
-    """Y = sum over i of W_i @ S_i into out (C_out, H_out*N*W_out); tmp: a buffer of out's shape."""
+def convolve(R, w, H_out, out):
+    """Y = sum over i of W_i @ S_i into out (C_out, H_out*N*W_out)."""
     rows, slices = kernel_rows(w), row_slices(R, w.shape[2], H_out)
     np.matmul(rows[0], slices[0], out=out)
     for W_i, S_i in zip(rows[1:], slices[1:]):
-        out += np.matmul(W_i, S_i, out=tmp)
+        blas.matmul_add(W_i, S_i, out)    # each product added in by the GEMM itself (nn/blas.py)
     return out
 
 
