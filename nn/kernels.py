@@ -178,8 +178,9 @@ if HAVE_NUMBA:
         """maxpool_numba for one padded plane xp (Hp, S) at stride 1: a pass along the rows, then
         one down the columns, each a single long loop over the flattened plane (positions whose
         window runs past the end of a row are computed too, and never read). The row pass keeps
-        the first j holding each row's maximum, the column pass the first i: together, the first
-        maximum in row-major order, as the general scan finds it."""
+        the first j holding each row's maximum (the last NaN), the column pass the first i (the
+        last row with a NaN): together, the first maximum in row-major order (its last NaN), as
+        the general scan finds it. A window of -inf points at its first input pixel."""
         Hp, S = xp.shape
         H_out, W_out = y.shape
         dh, dw = dilation
@@ -192,7 +193,7 @@ if HAVE_NUMBA:
             src = flat[j * dw:]
             for k in range(L1):
                 v = src[k]
-                if v > rm[k] or (v != v and rm[k] == rm[k]):
+                if v > rm[k] or v != v:
                     rm[k] = v
                     rj[k] = j
         L2 = (H_out - 1) * S + W_out         # the last output's position, plus one
@@ -202,15 +203,19 @@ if HAVE_NUMBA:
             src = rm[i * dh * S:]
             for k in range(L2):
                 v = src[k]
-                if v > cm[k] or (v != v and cm[k] == cm[k]):
+                if v > cm[k] or v != v:
                     cm[k] = v
                     ci[k] = i
         for h in range(H_out):
             for w in range(W_out):
                 k = h * S + w
                 i = ci[k]
+                j = rj[k + i * dh * S]
                 y[h, w] = cm[k]
-                argmax[h, w] = (h + i * dh - ph) * W + w + rj[k + i * dh * S] * dw - pw
+                if cm[k] == -np.inf:  # no maximum: the first input pixel, not the padding
+                    i = max(0, -((h - ph) // dh))
+                    j = max(0, -((w - pw) // dw))
+                argmax[h, w] = (h + i * dh - ph) * W + w + j * dw - pw
 
     @njit(parallel=True, cache=True)
     def maxpool_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, y, argmax):
@@ -239,17 +244,22 @@ if HAVE_NUMBA:
                 continue
             best = np.empty(W_out, x.dtype)
             bk = np.empty(W_out, np.int32)  # the window offset i*KW + j of the maximum so far
+            j0 = np.empty(W_out, np.int32)  # each window's first column inside the input
+            for w in range(W_out):
+                j0[w] = max(0, -((w * sw - pw) // dw))
             for h in range(H_out):  # a row of outputs at a time, scanning the window row-major
                 best[:] = -np.inf
-                bk[:] = 0
+                i0 = max(0, -((h * sh - ph) // dh))
+                for w in range(W_out):  # a window of -inf keeps its first input pixel
+                    bk[w] = i0 * KW + j0[w]
                 for i in range(KH):
                     r = h * sh + i * dh
                     for j in range(KW):
                         row = xs[(j * dw) % sw, r, (j * dw) // sw:]
                         k = i * KW + j
-                        for w in range(W_out):  # a strict > keeps the first maximum, NaN wins
+                        for w in range(W_out):  # a strict > keeps the first maximum; the last NaN
                             v = row[w]
-                            if v > best[w] or (v != v and best[w] == best[w]):
+                            if v > best[w] or v != v:
                                 best[w] = v
                                 bk[w] = k
                 for w in range(W_out):

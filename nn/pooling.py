@@ -44,18 +44,25 @@ def _padded(x, padding, H_out, W_out, kernel, stride, dilation, fill):
     return xp
 
 
+def _first_inside(count, stride, padding, dilation):
+    """For each of `count` windows along an axis, its first kernel offset that lies in the input
+    rather than in the padding: the smallest i >= 0 with window*stride + i*dilation >= padding."""
+    return np.maximum(0, -((np.arange(count) * stride - padding) // dilation))
+
+
 def maxpool_reference(x, KH, KW, stride, padding, dilation, H_out, W_out, y, argmax):
     """y[n, c, h, w] = max of the window; argmax = flat index h_in*W + w_in of its first maximum"""
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     W = x.shape[3]
     xp = _padded(x, padding, H_out, W_out, (KH, KW), stride, dilation, -np.inf)
     y[...] = -np.inf
-    best_i = np.zeros(y.shape, np.int64)
-    best_j = np.zeros(y.shape, np.int64)
+    # before the scan, the window's first input pixel: a window of -inf keeps it (as PyTorch)
+    best_i = np.broadcast_to(_first_inside(H_out, sh, ph, dh)[:, None], y.shape).copy()
+    best_j = np.broadcast_to(_first_inside(W_out, sw, pw, dw), y.shape).copy()
     for i in range(KH):
-        for j in range(KW):  # row-major scan; a strict > keeps the first maximum, NaN wins
+        for j in range(KW):  # row-major scan; a strict > keeps the first maximum; every NaN is taken
             v = xp[:, :, _window_slice(i * dh, sh, H_out), _window_slice(j * dw, sw, W_out)]
-            take = (v > y) | (np.isnan(v) & ~np.isnan(y))
+            take = (v > y) | np.isnan(v)
             np.copyto(y, v, where=take)
             np.copyto(best_i, i, where=take)
             np.copyto(best_j, j, where=take)
@@ -137,6 +144,9 @@ class MaxPool2d(_Pool2d):
 
     Backward: each window's gradient goes to ONE input, the first maximum in a row-major scan
     of the window (as PyTorch); overlapping windows that pick the same input add up there.
+    PyTorch's CPU kernel also fixes the two cases without a maximum: a window holding NaN picks
+    its last NaN, and a window holding only -inf (and padding) its first input pixel, never the
+    padding.
     Shapes: x (N, C, H, W) -> y (N, C, H_out, W_out).   Cache: argmax (flat input index per output).
     """
 

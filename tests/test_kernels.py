@@ -81,7 +81,9 @@ def _check_maxpool_twins(x, kernel, stride, padding, dilation, ceil):
     n, c = x.shape[:2]
     dtype = x.dtype.type
     x = np.round(x, 1)                # many ties: both must pick the same first maximum
-    x.flat[x.size // 2] = np.nan      # and a NaN, which wins every window it is in
+    x[0, 0, :x.shape[2] // 2] = -np.inf   # windows of -inf and padding: their first input pixel
+    x.flat[x.size // 2] = np.nan      # and two NaNs, the last of which wins every window it is in
+    x.flat[min(x.size // 2 + 1, x.size - 1)] = np.nan
     Ho, Wo = (pool_output_size(x.shape[a + 2], kernel[a], stride[a], padding[a], dilation[a], ceil)
               for a in (0, 1))
     args = (x, *kernel, stride, padding, dilation, Ho, Wo)

@@ -50,6 +50,30 @@ def test_max_pool_routes_ties_to_the_first_maximum_and_accumulates(backend, monk
                                   [[0, 0, 0], [0, 4, 0], [0, 0, 0]])
 
 
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_max_pool_windows_without_a_maximum_route_as_pytorch(backend, stride, monkeypatch):
+    """A window of -inf (and padding) sends its gradient to its first input pixel, never to the
+    padding; a window with NaN to its last NaN (PyTorch's CPU kernel; indices taken from it)."""
+    if backend == "numba" and not nn.kernels.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    monkeypatch.setattr(nn.kernels, "_backend", backend)
+    x = np.full((2, 1, 4, 4), -np.inf)
+    x[:, 0, 3, 3] = 1.0
+    pool = nn.MaxPool2d(3, stride, 1)
+    pool(x)
+    expected = {1: [0, 0, 1, 2, 0, 0, 1, 2, 4, 4, 15, 15, 8, 8, 15, 15], 2: [0, 1, 4, 15]}[stride]
+    np.testing.assert_array_equal(pool.cache["argmax"][1, 0].ravel(), expected)
+    dx = pool.backward(np.ones(pool.cache["argmax"].shape))
+    np.testing.assert_array_equal(dx[1, 0].ravel(), np.bincount(expected, minlength=16))
+    x = np.zeros((1, 1, 3, 3))
+    x[0, 0, 0, 1] = x[0, 0, 2, 2] = np.nan
+    pool = nn.MaxPool2d(3, stride, 1)
+    pool(x)
+    expected = {1: [1, 1, 1, 1, 8, 8, 3, 8, 8], 2: [1, 1, 3, 8]}[stride]
+    np.testing.assert_array_equal(pool.cache["argmax"].ravel(), expected)
+
+
 def test_avg_pool_divisors_with_and_without_padding():
     x = np.arange(1.0, 17).reshape(1, 1, 4, 4)
     assert nn.AvgPool2d(3, 1, 1)(x)[0, 0, 0, 0] == pytest.approx(1.5556, abs=1e-4)
