@@ -42,7 +42,8 @@ def measure_ours(model_name, size, batch, repeat):
     criteria = [nn.CrossEntropyLoss(label_smoothing=1e-4) for _ in range(3)]
     step = median_time(lambda: train_step(model, x, y, criteria, 0.3, opt, None), repeat)
     model.eval()
-    evaluation = median_time(lambda: model(x), repeat)
+    with nn.no_grad():
+        evaluation = median_time(lambda: model(x), repeat)
     return {"step_s": step, "eval_s": evaluation, "mult_adds": mult_adds, "rss_mb": peak_rss_mb()}
 
 

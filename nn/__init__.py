@@ -10,7 +10,7 @@ from .runtime import keep_freed_memory, quiet_idle_threads
 
 quiet_idle_threads()  # before NumPy loads OpenBLAS and Numba loads OpenMP: see nn/runtime.py
 
-from .module import Parameter, Buffer, Module, Sequential, Concat
+from .module import Parameter, Buffer, Module, Sequential, Concat, no_grad
 from .conv import Conv2d
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .pooling import MaxPool2d, AvgPool2d, AdaptiveAvgPool2d
@@ -24,4 +24,4 @@ from . import kernels, gradcheck, optim
 __all__ = ["Parameter", "Buffer", "Module", "Sequential", "Concat", "Conv2d", "BatchNorm1d",
            "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "ReLU",
            "Flatten", "Identity", "Dropout", "CrossEntropyLoss", "log_softmax", "manual_seed",
-           "kernels", "gradcheck", "optim", "keep_freed_memory"]
+           "kernels", "gradcheck", "optim", "keep_freed_memory", "no_grad"]

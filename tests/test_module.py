@@ -139,6 +139,35 @@ def test_backward_before_forward_is_a_clear_error(layer):
         layer.backward(np.zeros((1, 1, 1, 1), np.float32))
 
 
+def test_no_grad_keeps_no_cache_and_backward_says_why(rng):
+    net = small_net().eval()
+    x = rng.standard_normal((2, 2, 5, 5)).astype(np.float32)
+    expected = net(x)
+    assert all(m.cache is not None for m in net.children())
+    with nn.no_grad():
+        np.testing.assert_array_equal(net(x), expected)
+    assert all(m.cache is None for m in net.modules())
+    with pytest.raises(RuntimeError, match=r"no_grad"):
+        net.backward(np.ones_like(expected))
+    net(x)                                   # outside, forward keeps its caches again
+    assert net.backward(np.ones_like(expected)).shape == x.shape
+
+
+def test_no_grad_nests_and_restores_after_an_error(rng):
+    x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    net = small_net()
+    with nn.no_grad():
+        with nn.no_grad():
+            pass
+        net(x)                               # still inside the outer block
+        assert net.fc.cache is None
+    with pytest.raises(ValueError):
+        with nn.no_grad():
+            net(x[:, :1])                    # the wrong number of channels
+    net(x)
+    assert net.fc.cache is not None
+
+
 def test_repr_shows_the_tree():
     text = repr(small_net())
     assert "(conv): Conv2d(2, 3, kernel_size=(3, 3)" in text and "(fc): Linear(in_features=3" in text

@@ -174,6 +174,16 @@ def test_presets():
     assert parse("--preset", "seed", "--lr", "0.01")["lr"] == 0.01
 
 
+def test_evaluation_keeps_no_layer_cache_and_restores_the_mode():
+    import nn
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3))
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_normal((4, 1, 4, 4)).astype(np.float32), np.array([0, 1, 2, 0]))] * 2
+    loss, cm = train_cli.evaluate(net, batches, nn.CrossEntropyLoss(), 3)
+    assert cm.sum() == 8 and np.isfinite(loss) and net.training
+    assert all(m.cache is None for m in net.modules())
+
+
 def test_scores_match_a_hand_computed_confusion_matrix():
     """scikit-learn's documented example: y_true=[0,1,2,2,2], y_pred=[0,0,2,2,1]."""
     cm = confusion_matrix([0, 1, 2, 2, 2], [0, 0, 2, 2, 1], 3)
