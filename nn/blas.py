@@ -84,21 +84,26 @@ def _look_up():
             except OSError:
                 continue
             for symbol in _SYMBOLS:
-                found = {}
-                for dtype, letter, scalar in ((np.float32, "s", ctypes.c_float),
-                                              (np.float64, "d", ctypes.c_double)):
-                    gemm = getattr(lib, symbol.format(letter), None)
-                    if gemm is None:
-                        break
-                    i32, i64, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
-                    gemm.argtypes = [i32, i32, i32, i64, i64, i64, scalar, ptr, i64, ptr, i64,
-                                     scalar, ptr, i64]
-                    gemm.restype = None
-                    if _agrees(gemm, np.dtype(dtype)):
-                        found[np.dtype(dtype)] = gemm
+                found = _bind(lib, symbol)
                 if found:
                     return found
     return {}
+
+
+def _bind(lib, symbol):
+    """The library's s- and d- variants of `symbol` that exist and pass the check, by dtype."""
+    i32, i64, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
+    found = {}
+    for dtype, letter, scalar in ((np.float32, "s", ctypes.c_float),
+                                  (np.float64, "d", ctypes.c_double)):
+        gemm = getattr(lib, symbol.format(letter), None)
+        if gemm is None:
+            continue
+        gemm.argtypes = [i32, i32, i32, i64, i64, i64, scalar, ptr, i64, ptr, i64, scalar, ptr, i64]
+        gemm.restype = None
+        if _agrees(gemm, np.dtype(dtype)):
+            found[np.dtype(dtype)] = gemm
+    return found
 
 
 def _agrees(gemm, dtype):
