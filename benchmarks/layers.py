@@ -4,6 +4,7 @@
     python -m benchmarks.layers --all -b 8         # every distinct conv shape of both models
     python -m benchmarks.layers --compare-torch    # PyTorch on the same shapes, same run
     python -m benchmarks.layers --all --only 7x1/  # the rows whose label contains "7x1/"
+    python -m benchmarks.layers --all -b 32 --compare-torch --rounds 3   # ours and torch's 3 times each
 
 Conv2d GFLOP/s count 2*N*C_out*H_out*W_out*C_in*KH*KW per forward and three times that per
 forward+backward (dx and dW each cost one more product of the same size). PyTorch times each
@@ -56,25 +57,31 @@ def conv_flops(N, C_in, H_out, W_out, C_out, kernel):
     return 2 * N * C_out * H_out * W_out * C_in * kernel[0] * kernel[1]
 
 
-def bench_layer(cls, args, kwargs, shape, repeat, compare_torch):
-    """Forward and forward+backward ms of nn.<cls>(*args, **kwargs), and torch.nn.<cls>'s if asked."""
+def bench_layer(cls, args, kwargs, shape, repeat, compare_torch, rounds=1):
+    """Forward and forward+backward ms of nn.<cls>(*args, **kwargs), and torch.nn.<cls>'s if asked.
+
+    With torch, ours and theirs take turns `rounds` times and each figure is the median of its
+    rounds: a slow spell of the machine then moves one round, not the row's ratio."""
     rng = np.random.default_rng(0)
     layer = getattr(nn, cls)(*args, **kwargs)
     x = rng.standard_normal(shape, dtype=np.float32)
     g = rng.standard_normal(layer(x).shape, dtype=np.float32)
-    row = {"fwd_ms": 1e3 * median_time(lambda: layer(x), repeat),
-           "fwdbwd_ms": 1e3 * median_time(lambda: forward_backward(layer, x, g), repeat)}
-    if compare_torch:
-        theirs = torch_job("layer", cls=cls, args=args, kwargs=kwargs, shape=shape, repeat=repeat)
-        row |= {"torch_fwd_ms": theirs["fwd_ms"], "torch_fwdbwd_ms": theirs["fwdbwd_ms"]}
-    return row
+    measured = []
+    for _ in range(rounds if compare_torch else 1):
+        row = {"fwd_ms": 1e3 * median_time(lambda: layer(x), repeat),
+               "fwdbwd_ms": 1e3 * median_time(lambda: forward_backward(layer, x, g), repeat)}
+        if compare_torch:
+            theirs = torch_job("layer", cls=cls, args=args, kwargs=kwargs, shape=shape, repeat=repeat)
+            row |= {"torch_fwd_ms": theirs["fwd_ms"], "torch_fwdbwd_ms": theirs["fwdbwd_ms"]}
+        measured.append(row)
+    return {key: float(np.median([row[key] for row in measured])) for key in measured[0]}
 
 
-def bench_conv(shape, repeat, compare_torch):
+def bench_conv(shape, repeat, compare_torch, rounds=1):
     C_in, H, C_out, kernel, stride, padding, N = shape
     H, W = (H, H) if isinstance(H, int) else H
     row = bench_layer("Conv2d", [C_in, C_out, list(kernel)], {"stride": stride, "padding": list(padding),
-                      "bias": False}, [N, C_in, H, W], repeat, compare_torch)
+                      "bias": False}, [N, C_in, H, W], repeat, compare_torch, rounds)
     out = nn.Conv2d(C_in, C_out, kernel, stride=stride, padding=padding).output_size(H, W)
     flops = conv_flops(N, C_in, *out, C_out, kernel)
     return row | {"fwd_gflops": flops / row["fwd_ms"] / 1e6, "fwdbwd_gflops": 3 * flops / row["fwdbwd_ms"] / 1e6}
@@ -115,6 +122,9 @@ def main(argv=None):
                    help="only the conv shapes whose row label contains TEXT (e.g. '7x1/', '@17')")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--compare-torch", action="store_true")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="with --compare-torch: ours and PyTorch's take turns this many times per "
+                        "row, and each figure is the median (steadier ratios, N times the run)")
     args = p.parse_args(argv)
     nn.keep_freed_memory()  # as the training command does (torch_side does the same for torch)
     if args.compare_torch and not have_torch():
@@ -128,7 +138,7 @@ def main(argv=None):
     cols = f"{'conv':32s} {'fwd ms':>8s} {'GFLOP/s':>8s} {'f+b ms':>8s} {'GFLOP/s':>8s}"
     print(cols + ("  torch f+b ms  ratio" if args.compare_torch else ""))
     for shape in shapes:
-        r = bench_conv(shape, args.repeat, args.compare_torch)
+        r = bench_conv(shape, args.repeat, args.compare_torch, args.rounds)
         line = (f"{describe(shape):32s} {r['fwd_ms']:8.1f} {r['fwd_gflops']:8.0f} {r['fwdbwd_ms']:8.1f} "
                 f"{r['fwdbwd_gflops']:8.0f}")
         if args.compare_torch:
@@ -138,7 +148,7 @@ def main(argv=None):
         print(line, flush=True)
     print()
     print(f"{'layer':32s} {'fwd ms':>8s} {'f+b ms':>8s}" + ("  torch fwd / f+b ms" if args.compare_torch else ""))
-    rows = [(label, bench_layer(cls, layer_args, {}, shape, args.repeat, args.compare_torch))
+    rows = [(label, bench_layer(cls, layer_args, {}, shape, args.repeat, args.compare_torch, args.rounds))
             for label, cls, layer_args, shape in OTHER_LAYERS]
     for label, r in rows + [("Concat 4 branches @28", bench_concat(args.repeat))]:
         line = f"{label:32s} {r['fwd_ms']:8.2f} {r['fwdbwd_ms']:8.2f}"
