@@ -50,7 +50,8 @@ import numpy as np
 from . import init, kernels, mec, winograd
 from ._checks import check_input, pair
 from .module import Module, Parameter
-from .winograd import (winograd_input_backward_reference, winograd_input_reference,
+from .winograd import (winograd_backward_reference, winograd_forward_reference,
+                       winograd_input_backward_reference, winograd_input_reference,
                        winograd_output_backward_reference, winograd_output_reference)
 
 
@@ -86,6 +87,14 @@ POINTWISE_FOLD_BELOW = 196  # H*W under which one folded GEMM beats per-image GE
 # Winograd's share of useful tile outputs (nn/winograd.py fill) from which it beats im2col;
 # measured at Inception's shapes: 6x6, 8x8, 17x17 (fill 0.89) and up win, 7x7 (0.77) and 3x3 lose.
 WINOGRAD_MIN_FILL = 0.8
+# Winograd runs fused (nn/kernels.py: transforms and products a block of tiles at a time, in
+# cache, keeping neither V nor M) where the batch-wide V and M, 16 * (C_in + C_out) * tiles
+# floats, would be at least this large: there the batch-wide path waits on memory. Measured,
+# forward+backward, fused against batch-wide: at batch 32, 3x3 32->32 at 149 2.0x as fast, 32->64
+# at 147 1.8x, 64->80 at 73 and 64->192 at 56 1.1x (V and M: 96-269M floats); at batch 8, the
+# first two 1.4x and 1.2x (45-67M floats), the last two 0.9x and 0.8x (24-26M); 3x3 layers on
+# 28x28 and 14x14 maps at batch 32 0.7-0.9x (7-19M).
+WINOGRAD_FUSED_MIN_FLOATS = 40_000_000
 # MEC beats im2col where its saving (KW instead of KH*KW copies, no col2im) is large and its
 # GEMMs (one per kernel row, N*H_out*W_out columns each) are wide: measured at 7x1 160->160,
 # forward+backward, against im2col: 17x17 at batch 1, 2, 4, 16: 1.31, 1.14, 0.95, 0.75x its
@@ -150,8 +159,8 @@ class Conv2d(Module):
     Backward:  dW = dY @ cols.T,  db = sum(dY),  dx = col2im(W.T @ dY)
     Shapes:    x (N, C_in, H, W) -> y (N, C_out, H_out, W_out); weight (C_out, C_in, KH, KW); bias (C_out,)
     Cache:     x and the algorithm used; im2col's cols only for strided layers (KH*KW/(sh*sw)
-               times the input), Winograd's input tiles V (4x) and kernels U, MEC's lowered
-               input (KW times).
+               times the input), Winograd's kernels U and, on its batch-wide path, input tiles
+               V (4x), MEC's lowered input (KW times).
     Arguments follow torch.nn.Conv2d; groups must be 1 and padding_mode "zeros". `algorithm`
     ("auto", "pointwise", "winograd", "mec", "im2col") picks how it is computed, not what.
     """
@@ -316,16 +325,24 @@ class Conv2d(Module):
 
     def _winograd_forward(self, x, H_out, W_out):
         th, tw = winograd.tiles(H_out, W_out)
+        U = self.cache["U"] = winograd.transform_weight(self.weight.data)   # (16, C_out, C_in)
+        y = np.empty((x.shape[0], self.out_channels, H_out, W_out), x.dtype)
+        if 16 * (self.in_channels + self.out_channels) * x.shape[0] * th * tw >= WINOGRAD_FUSED_MIN_FLOATS:
+            return kernels.twin(winograd_forward_reference)(x, U, self.padding, th, tw, y)
         V = np.empty((16, self.in_channels, x.shape[0] * th * tw), x.dtype)
         V = self.cache["V"] = kernels.twin(winograd_input_reference)(x, self.padding, th, tw, V)  # (16, C_in, T)
-        U = self.cache["U"] = winograd.transform_weight(self.weight.data)   # (16, C_out, C_in)
         M = np.matmul(U, V, out=scratch("winograd_M", (16, self.out_channels, V.shape[2]), x.dtype))
-        y = np.empty((x.shape[0], self.out_channels, H_out, W_out), x.dtype)
         return kernels.twin(winograd_output_reference)(M, th, tw, y)
 
     def _winograd_backward(self, x, dout):
-        V, U = self.cache["V"], self.cache["U"]
+        U = self.cache["U"]
         th, tw = winograd.tiles(*dout.shape[2:])
+        if "V" not in self.cache:
+            dx = np.empty_like(x)
+            dU = kernels.twin(winograd_backward_reference)(x, dout, U, self.padding, th, tw, dx)
+            self.weight.grad += winograd.transform_weight_backward(dU)
+            return dx
+        V = self.cache["V"]
         dM = scratch("winograd_M", (16, self.out_channels, V.shape[2]), x.dtype)
         dM = kernels.twin(winograd_output_backward_reference)(dout, th, tw, dM)   # (16, C_out, T)
         self.weight.grad += winograd.transform_weight_backward(np.matmul(dM, V.transpose(0, 2, 1)))

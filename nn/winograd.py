@@ -113,3 +113,23 @@ def winograd_input_backward_reference(dV, padding, th, tw, dx):
             dxp[:, :, i:i + 2 * th:2, j:j + 2 * tw:2] += dd[i, j]
     dx[...] = dxp[:, :, ph:ph + H, pw:pw + W]
     return dx
+
+
+def winograd_forward_reference(x, U, padding, th, tw, y):
+    """y = the F(2x2, 3x3) convolution of x with the transformed kernels U (16, C_out, C_in)
+
+    The three steps above in a row, on every tile of the batch at once. The Numba twin does the
+    same a block of tile rows at a time, so that V and M stay in cache instead of going through
+    memory (see nn/kernels.py)."""
+    N, C = x.shape[:2]
+    V = winograd_input_reference(x, padding, th, tw, np.empty((16, C, N * th * tw), x.dtype))
+    return winograd_output_reference(U @ V, th, tw, y)
+
+
+def winograd_backward_reference(x, dout, U, padding, th, tw, dx):
+    """dx (written) and dU = dM @ V^T (returned, (16, C_out, C_in)) of the F(2x2, 3x3) convolution"""
+    N, C = x.shape[:2]
+    V = winograd_input_reference(x, padding, th, tw, np.empty((16, C, N * th * tw), x.dtype))
+    dM = winograd_output_backward_reference(dout, th, tw, np.empty((16, U.shape[1], V.shape[2]), x.dtype))
+    winograd_input_backward_reference(U.transpose(0, 2, 1) @ dM, padding, th, tw, dx)
+    return dM @ V.transpose(0, 2, 1)

@@ -1,14 +1,15 @@
 """Every Numba twin agrees with its NumPy reference (float64 ~1e-12, float32 ~1e-5)."""
 import numpy as np
 import pytest
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, example, given, strategies as st
 
 import nn
 from nn import kernels
 from nn.conv import col2im_reference, conv_output_size, im2col_reference
 from nn.mec import mec_lower_reference
 from nn.pooling import maxpool_backward_reference, maxpool_reference, pool_output_size
-from nn.winograd import (tiles, winograd_input_backward_reference, winograd_input_reference,
+from nn.winograd import (tiles, transform_weight, winograd_backward_reference, winograd_forward_reference,
+                         winograd_input_backward_reference, winograd_input_reference,
                          winograd_output_backward_reference, winograd_output_reference)
 
 pytestmark = pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba not installed")
@@ -120,6 +121,49 @@ def test_winograd_twins_agree(n, c, o, H, W, ph, pw, dtype):
         ref = reference(*args, np.full(shape, np.nan, dtype))
         fast = twin(*args, np.full(shape, np.nan, dtype))
         np.testing.assert_allclose(fast, ref, rtol=TOL[dtype], atol=TOL[dtype], err_msg=twin.__name__)
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 6), o=st.integers(1, 6), H=st.integers(1, 12),
+       W=st.integers(1, 12), ph=st.integers(0, 2), pw=st.integers(0, 2), rows=st.integers(1, 4),
+       threads=st.integers(1, 3), dtype=st.sampled_from([np.float64, np.float32]))
+@example(n=1, c=2, o=3, H=10, W=6, ph=1, pw=1, rows=2, threads=1, dtype=np.float64)  # a short last
+# block after a full one in the same buffers: its unused columns must not add to dU
+def test_fused_winograd_agrees_with_the_three_steps(n, c, o, H, W, ph, pw, rows, threads, dtype):
+    """The fused kernels against the batch-wide references, in blocks of 1 to 4 tile rows (blocks
+    that span images, short last blocks, neighbouring blocks adding to the same rows of dx), with
+    1 to 3 workers, and channel counts off the kernels' blocks of 4 and 2."""
+    H, W = max(H, 3 - 2 * ph), max(W, 3 - 2 * pw)
+    H_out, W_out = H + 2 * ph - 2, W + 2 * pw - 2
+    th, tw = tiles(H_out, W_out)
+    rng = np.random.default_rng(H * 13 + W)
+    x = rng.standard_normal((n, c, H, W)).astype(dtype)
+    U = transform_weight(rng.standard_normal((o, c, 3, 3)).astype(dtype))
+    dy = rng.standard_normal((n, o, H_out, W_out)).astype(dtype)
+    args = (x, U, (ph, pw), th, tw)
+    tol = dict(rtol=TOL[dtype], atol=TOL[dtype])
+    y = winograd_forward_reference(*args, np.empty(dy.shape, dtype))
+    np.testing.assert_allclose(kernels._winograd_forward(*args, np.full(dy.shape, np.nan, dtype), rows, threads), y, **tol)
+    np.testing.assert_allclose(kernels.winograd_forward_numba(*args, np.full(dy.shape, np.nan, dtype)), y, **tol)
+    dx = np.empty_like(x)
+    dU = winograd_backward_reference(x, dy, U, (ph, pw), th, tw, dx)
+    fast_dx = np.full_like(x, np.nan)
+    np.testing.assert_allclose(kernels._winograd_backward(x, dy, U, (ph, pw), th, tw, fast_dx, rows, threads), dU, **tol)
+    np.testing.assert_allclose(fast_dx, dx, **tol)
+
+
+def test_fused_winograd_propagates_nan():
+    """The tile products may reorder sums and fuse multiply-adds (fastmath "contract" and
+    "reassoc"), never assume away NaN: a NaN pixel reaches y, and a NaN in dY reaches dU and dx."""
+    x = np.ones((1, 4, 6, 6), np.float32)
+    x[0, 1, 2, 3] = np.nan
+    U = transform_weight(np.ones((4, 4, 3, 3), np.float32))
+    y = kernels.winograd_forward_numba(x, U, (1, 1), 3, 3, np.empty((1, 4, 6, 6), np.float32))
+    assert np.isnan(y[:, :, 1:4, 2:5]).all() and np.isfinite(y[:, :, :, 0]).all()
+    dy = np.zeros((1, 4, 6, 6), np.float32)
+    dy[0, 2, 0, 0] = np.nan
+    dx = np.empty_like(x)
+    dU = kernels.winograd_backward_numba(np.ones_like(x), dy, U, (1, 1), 3, 3, dx)
+    assert np.isnan(dU[:, 2]).any() and np.isnan(dx[0, :, 0, 0]).all()
 
 
 def test_switch_selects_the_backend(monkeypatch):

@@ -53,28 +53,52 @@ def test_each_backward_transform_is_the_transpose_of_its_forward(rng):
 
 
 @given(n=st.integers(1, 2), c_in=st.integers(1, 3), c_out=st.integers(1, 3), ph=st.integers(0, 3),
-       pw=st.integers(0, 3), extra_h=st.integers(0, 5), extra_w=st.integers(0, 5), bias=st.booleans())
-def test_gradients_match_finite_differences(n, c_in, c_out, ph, pw, extra_h, extra_w, bias):
-    """Odd and even output sizes (half-filled edge tiles), paddings from 0 to 3."""
+       pw=st.integers(0, 3), extra_h=st.integers(0, 5), extra_w=st.integers(0, 5), bias=st.booleans(),
+       fused=st.booleans())
+def test_gradients_match_finite_differences(n, c_in, c_out, ph, pw, extra_h, extra_w, bias, fused):
+    """Odd and even output sizes (half-filled edge tiles), paddings from 0 to 3, on the batch-wide
+    path and the fused one."""
     H, W = max(1, 3 - 2 * ph) + extra_h, max(1, 3 - 2 * pw) + extra_w
     conv = nn.Conv2d(c_in, c_out, 3, padding=(ph, pw), bias=bias, algorithm="winograd").double()
     x = np.random.default_rng(H * 11 + W).standard_normal((n, c_in, H, W))
-    assert_gradients_ok(check_module(conv, x))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nn.conv, "WINOGRAD_FUSED_MIN_FLOATS", 0 if fused else 10 ** 12)
+        assert_gradients_ok(check_module(conv, x))
+
+
+def test_fused_path_is_picked_by_the_size_of_V_and_M(monkeypatch, rng):
+    """At WINOGRAD_FUSED_MIN_FLOATS floats of V and M (16 * (C_in + C_out) * tiles) the layer
+    runs fused and keeps no V; one float fewer and it keeps V (4x its input) for backward.
+    Both give the same y, dx, dW and db."""
+    conv = nn.Conv2d(3, 5, 3, padding=1, algorithm="winograd").double()
+    x, g = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((2, 5, 9, 8))
+    floats = 16 * (3 + 5) * 2 * 5 * 4                         # 5 x 4 tiles per image
+    results = {}
+    for threshold, fused in [(floats, True), (floats + 1, False)]:
+        monkeypatch.setattr(nn.conv, "WINOGRAD_FUSED_MIN_FLOATS", threshold)
+        conv.zero_grad()
+        y = conv(x)
+        assert ("V" in conv.cache) != fused
+        results[fused] = (y, conv.backward(g), conv.weight.grad.copy(), conv.bias.grad.copy())
+    for fused, batch_wide in zip(results[True], results[False]):
+        np.testing.assert_allclose(fused, batch_wide, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("c_in,c_out,size", [(64, 96, 28), (192, 192, 17), (32, 32, 35)])
-def test_float32_rounding_is_like_im2col(c_in, c_out, size, rng):
-    """Measured: both paths land within 1e-6 of the float64 result (relative to its largest value)."""
+def test_float32_rounding_is_like_im2col(c_in, c_out, size, rng, monkeypatch):
+    """Measured: every path lands within 1e-6 of the float64 result (relative to its largest
+    value); the fused one reorders its sums and fuses multiply-adds, and stays as close."""
     x = rng.standard_normal((2, c_in, size, size)).astype(np.float32)
     g = rng.standard_normal((2, c_out, size, size)).astype(np.float32)
     nn.manual_seed(0)
     exact = nn.Conv2d(c_in, c_out, 3, padding=1).double()
     wanted = (exact(x.astype(np.float64)), exact.backward(g.astype(np.float64)))
-    for algorithm in ("winograd", "im2col"):
+    for algorithm, fused_from in (("winograd", 10 ** 12), ("winograd", 0), ("im2col", 0)):
+        monkeypatch.setattr(nn.conv, "WINOGRAD_FUSED_MIN_FLOATS", fused_from)
         nn.manual_seed(0)
         conv = nn.Conv2d(c_in, c_out, 3, padding=1, algorithm=algorithm)
         got = (conv(x), conv.backward(g))
         for ours, ref, grad in [(got[0], wanted[0], "y"), (got[1], wanted[1], "dx"),
                                 (conv.weight.grad, exact.weight.grad, "dW")]:
             error = np.abs(ours - ref).max() / np.abs(ref).max()
-            assert error < 2e-6, f"{algorithm} {grad}: {error:.1e}"
+            assert error < 2e-6, f"{algorithm} (fused from {fused_from} floats) {grad}: {error:.1e}"
