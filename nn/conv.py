@@ -33,6 +33,10 @@ im2col 61.8 ms, Winograd 42.3 ms (notebook 02, section 5).
 
 Winograd computes whole 2x2 tiles, so on small odd maps part of its work falls outside the
 output (a 3x3 map is 4 tiles, 16 outputs for 9): there im2col is faster, and "auto" picks it.
+On large maps with few channels (the V3 stem) the batch-wide V and M outgrow every cache and
+the 16 thin products wait on memory; there the layer runs Winograd fused, a block of tile rows
+at a time in cache (WINOGRAD_FUSED_MIN_FLOATS below): 3x3 32->32 at 149x149, batch 32,
+forward+backward 416-488 -> 207-210 ms.
 
 A stride-1 convolution with a long kernel (1x7 and 7x1, 5x5) goes through MEC (nn/mec.py): the
 input is copied KW times instead of KH*KW (a 7x1 kernel: once, just reordered), each kernel row
@@ -241,6 +245,12 @@ class Conv2d(Module):
             return "mec"
         return "im2col"
 
+    def winograd_fused(self, N, H_out, W_out):
+        """Whether Winograd runs fused for a batch of N H_out x W_out outputs: where its batch-wide
+        V and M, 16 * (C_in + C_out) floats per tile, would reach WINOGRAD_FUSED_MIN_FLOATS."""
+        th, tw = winograd.tiles(H_out, W_out)
+        return 16 * (self.in_channels + self.out_channels) * N * th * tw >= WINOGRAD_FUSED_MIN_FLOATS
+
     def _describe(self):
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding})")
@@ -327,7 +337,7 @@ class Conv2d(Module):
         th, tw = winograd.tiles(H_out, W_out)
         U = self.cache["U"] = winograd.transform_weight(self.weight.data)   # (16, C_out, C_in)
         y = np.empty((x.shape[0], self.out_channels, H_out, W_out), x.dtype)
-        if 16 * (self.in_channels + self.out_channels) * x.shape[0] * th * tw >= WINOGRAD_FUSED_MIN_FLOATS:
+        if self.winograd_fused(x.shape[0], H_out, W_out):
             return kernels.twin(winograd_forward_reference)(x, U, self.padding, th, tw, y)
         V = np.empty((16, self.in_channels, x.shape[0] * th * tw), x.dtype)
         V = self.cache["V"] = kernels.twin(winograd_input_reference)(x, self.padding, th, tw, V)  # (16, C_in, T)

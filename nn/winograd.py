@@ -29,6 +29,14 @@ transpose (no approximation: this is the exact gradient of the exact convolution
 The layer keeps the input tiles V from forward for dU (4x the input per layer: computing them
 again cost 10-17% of the layer's time, and its peak memory stays within 1.3x PyTorch's).
 
+Where V and M get large (the V3 stem: 32 channels on 147x147 maps, 179M floats at batch 32),
+the 16 products are too thin (K = C_in = 32) to be anything but a wait on memory: each reads
+V[xi] and writes M[xi] once for 64 flops per element. There the layer runs the whole chain
+fused (winograd_forward / winograd_backward below): the Numba twins take a block of tile rows
+at a time, transform it, multiply and transform back while it is in cache, and never hold V or
+M for the batch (backward transforms the input again, which is cheap in cache). nn/conv.py
+says from which size, measured.
+
 Rounding: the transforms only add, subtract and halve, so float32 results differ from im2col's
 by a few units in the last place of the largest terms (tests/test_winograd.py pins it).
 
