@@ -694,10 +694,10 @@ if HAVE_NUMBA:
 
     @njit(cache=True, fastmath={"contract"})
     def _tile_products(U, V, M):
-        """M[xi] = U[xi] @ V[xi] for the 16 tile positions xi of one block (columns: a multiple of
-        16). Four rows of M take four rows of V at a time: each pass over a row of M does 16
-        multiply-adds per element read and written, where a row-by-row loop does one (measured
-        on 32x32 @ 32x304 blocks: 280 against 110 GFLOP/s on two cores)."""
+        """M[xi] = U[xi] @ V[xi] for the 16 tile positions xi of one block. Four rows of M take four
+        rows of V at a time: each pass over a row of M does 16 multiply-adds per element read and
+        written, where a row-by-row loop does one (measured on 32x32 @ 32x304 blocks: 280 against
+        110 GFLOP/s on two cores; on 32x296 blocks, not whole vectors of 16, 200)."""
         O, C = U.shape[1], U.shape[2]
         T = V.shape[2]
         O4, C4 = O - O % 4, C - C % 4
