@@ -35,8 +35,8 @@ Winograd computes whole 2x2 tiles, so on small odd maps part of its work falls o
 output (a 3x3 map is 4 tiles, 16 outputs for 9): there im2col is faster, and "auto" picks it.
 On large maps with few channels (the V3 stem) the batch-wide V and M outgrow every cache and
 the 16 thin products wait on memory; there the layer runs Winograd fused, a block of tile rows
-at a time in cache (WINOGRAD_FUSED_MIN_FLOATS below): 3x3 32->32 at 149x149, batch 32,
-forward+backward 416-488 -> 207-210 ms.
+at a time in cache (WINOGRAD_FUSED_MIN_FLOATS and WINOGRAD_FUSED_MAX_CHANNELS below): 3x3
+32->32 at 149x149, batch 32, forward+backward 416-488 -> 207-210 ms.
 
 A stride-1 convolution with a long kernel (1x7 and 7x1, 5x5) goes through MEC (nn/mec.py): the
 input is copied KW times instead of KH*KW (a 7x1 kernel: once, just reordered), each kernel row
@@ -93,12 +93,16 @@ POINTWISE_FOLD_BELOW = 196  # H*W under which one folded GEMM beats per-image GE
 WINOGRAD_MIN_FILL = 0.8
 # Winograd runs fused (nn/kernels.py: transforms and products a block of tiles at a time, in
 # cache, keeping neither V nor M) where the batch-wide V and M, 16 * (C_in + C_out) * tiles
-# floats, would be at least this large: there the batch-wide path waits on memory. Measured,
-# forward+backward, fused against batch-wide: at batch 32, 3x3 32->32 at 149 2.0x as fast, 32->64
-# at 147 1.8x, 64->80 at 73 and 64->192 at 56 1.1x (V and M: 96-269M floats); at batch 8, the
-# first two 1.4x and 1.2x (45-67M floats), the last two 0.9x and 0.8x (24-26M); 3x3 layers on
+# floats, would be at least this large, and the layer has at most WINOGRAD_FUSED_MAX_CHANNELS
+# channels in and out together: there the batch-wide path waits on memory, while with more
+# channels BLAS's products gain more than the fused kernel's own products save. Measured,
+# forward+backward, fused against batch-wide: at batch 32, 3x3 32->32 at 149 2.0-2.3x as fast,
+# 32->64 at 147 1.5-1.9x, 64->80 at 73 1.1-1.3x, 64->192 at 56 1.0-1.6x (V and M: 96-269M
+# floats), but 80->192 at 73 0.96x and 384->384 at 35 0.87x (272 and 768 channels); at batch 8,
+# the first two 1.4x and 1.2x (45-67M floats), the next two 0.8-0.9x (24-26M); 3x3 layers on
 # 28x28 and 14x14 maps at batch 32 0.7-0.9x (7-19M).
 WINOGRAD_FUSED_MIN_FLOATS = 40_000_000
+WINOGRAD_FUSED_MAX_CHANNELS = 256
 # MEC beats im2col where its saving (KW instead of KH*KW copies, no col2im) is large and its
 # GEMMs (one per kernel row, N*H_out*W_out columns each) are wide: measured at 7x1 160->160,
 # forward+backward, against im2col: 17x17 at batch 1, 2, 4, 16: 1.31, 1.14, 0.95, 0.75x its
@@ -247,9 +251,12 @@ class Conv2d(Module):
 
     def winograd_fused(self, N, H_out, W_out):
         """Whether Winograd runs fused for a batch of N H_out x W_out outputs: where its batch-wide
-        V and M, 16 * (C_in + C_out) floats per tile, would reach WINOGRAD_FUSED_MIN_FLOATS."""
+        V and M, 16 * (C_in + C_out) floats per tile, would reach WINOGRAD_FUSED_MIN_FLOATS, and
+        C_in + C_out is at most WINOGRAD_FUSED_MAX_CHANNELS."""
+        channels = self.in_channels + self.out_channels
         th, tw = winograd.tiles(H_out, W_out)
-        return 16 * (self.in_channels + self.out_channels) * N * th * tw >= WINOGRAD_FUSED_MIN_FLOATS
+        return (channels <= WINOGRAD_FUSED_MAX_CHANNELS
+                and 16 * channels * N * th * tw >= WINOGRAD_FUSED_MIN_FLOATS)
 
     def _describe(self):
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
