@@ -36,7 +36,7 @@ output (a 3x3 map is 4 tiles, 16 outputs for 9): there im2col is faster, and "au
 On large maps with few channels (the V3 stem) the batch-wide V and M outgrow every cache and
 the 16 thin products wait on memory; there the layer runs Winograd fused, a block of tile rows
 at a time in cache (WINOGRAD_FUSED_MIN_FLOATS and WINOGRAD_FUSED_MAX_CHANNELS below): 3x3
-32->32 at 149x149, batch 32, forward+backward 416-488 -> 207-210 ms.
+32->32 at 149x149, batch 32, forward+backward 416-488 -> 207-223 ms.
 
 A stride-1 convolution with a long kernel (1x7 and 7x1, 5x5) goes through MEC (nn/mec.py): the
 input is copied KW times instead of KH*KW (a 7x1 kernel: once, just reordered), each kernel row
@@ -354,7 +354,7 @@ class Conv2d(Module):
     def _winograd_backward(self, x, dout):
         U = self.cache["U"]
         th, tw = winograd.tiles(*dout.shape[2:])
-        if "V" not in self.cache:
+        if "V" not in self.cache:                                          # forward ran fused
             dx = np.empty_like(x)
             dU = kernels.twin(winograd_backward_reference)(x, dout, U, self.padding, th, tw, dx)
             self.weight.grad += winograd.transform_weight_backward(dU)
