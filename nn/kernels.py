@@ -592,6 +592,7 @@ if HAVE_NUMBA:
         Scratch: s (4, 4, tw), dxp (2*(a1 - a0) + 2 or more, tw + 1, 2)."""
         H, W = dx.shape[2], dx.shape[3]
         tw = s.shape[2]
+        zero = dx.dtype.type(0)  # (a + zero, not a + 0.0, which would be float64: see the top)
         # dxp[r, S, v]: the gradient of padded row 2*a0 + r, column 2S + v
         for a in range(a1 - a0):
             ra = r0 + a
@@ -612,39 +613,31 @@ if HAVE_NUMBA:
                 first_e, first_o = s[i, 0, 0], s[i, 1, 0] - s[i, 2, 0] + s[i, 3, 0]
                 last_e = s[i, 1, tw - 1] + s[i, 2, tw - 1] - s[i, 0, tw - 1]
                 last_o = -s[i, 3, tw - 1]
-                if i < 2 and a > 0:
-                    dxp[r, 0, 0] += first_e
-                    dxp[r, 0, 1] += first_o
-                    dxp[r, tw, 0] += last_e
-                    dxp[r, tw, 1] += last_o
-                    for S in range(tw - 1):
-                        dxp[r, S + 1, 0] += s[i, 0, S + 1] + s[i, 1, S] + s[i, 2, S] - s[i, 0, S]
-                        dxp[r, S + 1, 1] += s[i, 1, S + 1] - s[i, 2, S + 1] + s[i, 3, S + 1] - s[i, 3, S]
-                else:
-                    dxp[r, 0, 0] = first_e
-                    dxp[r, 0, 1] = first_o
-                    dxp[r, tw, 0] = last_e
-                    dxp[r, tw, 1] = last_o
-                    for S in range(tw - 1):
-                        dxp[r, S + 1, 0] = s[i, 0, S + 1] + s[i, 1, S] + s[i, 2, S] - s[i, 0, S]
-                        dxp[r, S + 1, 1] = s[i, 1, S + 1] - s[i, 2, S + 1] + s[i, 3, S + 1] - s[i, 3, S]
+                add = i < 2 and a > 0
+                dxp[r, 0, 0] = first_e + (dxp[r, 0, 0] if add else zero)
+                dxp[r, 0, 1] = first_o + (dxp[r, 0, 1] if add else zero)
+                dxp[r, tw, 0] = last_e + (dxp[r, tw, 0] if add else zero)
+                dxp[r, tw, 1] = last_o + (dxp[r, tw, 1] if add else zero)
+                for S in range(tw - 1):
+                    e = s[i, 0, S + 1] + s[i, 1, S] + s[i, 2, S] - s[i, 0, S]
+                    o = s[i, 1, S + 1] - s[i, 2, S + 1] + s[i, 3, S + 1] - s[i, 3, S]
+                    dxp[r, S + 1, 0] = e + (dxp[r, S + 1, 0] if add else zero)
+                    dxp[r, S + 1, 1] = o + (dxp[r, S + 1, 1] if add else zero)
         rows = dxp.reshape((dxp.shape[0], 2 * tw + 2))
         last = 2 * (a1 - a0) + 2
         for r in range(max(0, ph - 2 * a0), min(last, H + ph - 2 * a0)):  # the rows inside x
             dst = dx[n, c, 2 * a0 + r - ph]
             src = rows[r, pw:pw + W]
-            if (r < 2 and add_first) or (r >= last - 2 and add_last):
-                for w in range(W):
-                    dst[w] += src[w]
-            else:
-                for w in range(W):
-                    dst[w] = src[w]
+            add = (r < 2 and add_first) or (r >= last - 2 and add_last)
+            for w in range(W):
+                dst[w] = src[w] + (dst[w] if add else zero)
 
     @njit(parallel=True, cache=True)
     def winograd_input_numba(x, padding, th, tw, V):
         """V[(k, l), c, (n, a, b)] = (B^T d B)[k, l], d = xp[n, c, 2a:2a+4, 2b:2b+4] (xp: x zero-padded)"""
         N, C = x.shape[0], x.shape[1]
         ph, pw = padding
+        V4 = V.reshape((16, C, N * th, tw))
         for plane in prange(N * C):  # each (n, c) plane writes its own columns of V
             n = plane // C
             c = plane % C
@@ -652,30 +645,32 @@ if HAVE_NUMBA:
             xo = np.empty((2 * th + 2, tw + 1), x.dtype)
             te = np.empty((4, tw + 1), x.dtype)
             to = np.empty((4, tw + 1), x.dtype)
-            _input_tiles(x, n, c, ph, pw, 0, th, V.reshape((16, C, N * th, tw)), c, n * th, xe, xo, te, to)
+            _input_tiles(x, n, c, ph, pw, 0, th, V4, c, n * th, xe, xo, te, to)
         return V
 
     @njit(parallel=True, cache=True)
     def winograd_output_numba(M, th, tw, y):
         """y[n, o, 2a+u, 2b+v] = (A^T m A)[u, v], m = M[:, o, (n, a, b)] as a 4x4 tile (cut at H_out, W_out)"""
         N, C_out = y.shape[0], y.shape[1]
+        M4 = M.reshape((16, C_out, N * th, tw))
         for plane in prange(N * C_out):  # each (n, o) plane of y is written by one thread
             n = plane // C_out
             o = plane % C_out
             q = np.empty((2, 4, tw), M.dtype)
             yp = np.empty((th, 2, tw, 2), M.dtype)
-            _output_tiles(M.reshape((16, C_out, N * th, tw)), o, n * th, 0, th, y, n, o, q, yp)
+            _output_tiles(M4, o, n * th, 0, th, y, n, o, q, yp)
         return y
 
     @njit(parallel=True, cache=True)
     def winograd_output_backward_numba(dout, th, tw, dM):
         """dM[(k, l), o, (n, a, b)] = (A dY A^T)[k, l], dY = dout[n, o, 2a:2a+2, 2b:2b+2] (zero beyond the edge)"""
         N, C_out = dout.shape[0], dout.shape[1]
+        dM4 = dM.reshape((16, C_out, N * th, tw))
         for plane in prange(N * C_out):  # each (n, o) plane writes its own columns of dM
             n = plane // C_out
             o = plane % C_out
             dy = np.empty((2, 2, tw), dout.dtype)
-            _output_backward_tiles(dout, n, o, 0, th, dM.reshape((16, C_out, N * th, tw)), o, n * th, dy)
+            _output_backward_tiles(dout, n, o, 0, th, dM4, o, n * th, dy)
         return dM
 
     @njit(parallel=True, cache=True)
@@ -683,13 +678,13 @@ if HAVE_NUMBA:
         """dx[n, c] = sum over tiles of (B dV B^T) added back at xp[n, c, 2a:2a+4, 2b:2b+4], padding cut off"""
         N, C = dx.shape[0], dx.shape[1]
         ph, pw = padding
+        dV4 = dV.reshape((16, C, N * th, tw))
         for plane in prange(N * C):  # overlapping tiles of one plane are added by one thread
             n = plane // C
             c = plane % C
             s = np.empty((4, 4, tw), dV.dtype)
             dxp = np.empty((2 * th + 2, tw + 1, 2), dV.dtype)
-            _input_backward_tiles(dV.reshape((16, C, N * th, tw)), c, n * th, 0, th, dx, n, c, ph, pw, s, dxp,
-                                  False, False)
+            _input_backward_tiles(dV4, c, n * th, 0, th, dx, n, c, ph, pw, s, dxp, False, False)
         return dx
 
     @njit(cache=True, fastmath={"contract"})
