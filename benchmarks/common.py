@@ -1,22 +1,28 @@
 """What every benchmark shares: timing, the machine's GEMM rate, torch (optional), the summary.
 
-Method: each measurement runs the operation once to warm up (Numba compilation or cache load,
+Method: each measurement runs the operation to warm up (Numba compilation or cache load,
 first-touch page faults), then `repeat` more times, and reports the median. Absolute times on a
 shared 2-core machine drift by up to 2x from minute to minute, so every figure is printed next to
 numpy's float32 GEMM rate measured in the same run, and torch (with --compare-torch) is timed in
 the same run on the same shapes, interleaved with ours.
+
+The yardstick is PyTorch as its users run it: a process of its own, started with the environment
+this one was started with (torch_environment: `import nn` leaves no variable behind, and this
+checks it), torch's default thread count and allocator. Nothing of ours reaches it.
 """
 import importlib.util
 import json
 import math
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
 
-import nn  # first: lets idle BLAS and OpenMP threads sleep (nn/runtime.py)
 import numpy as np
+
+import nn
 
 
 def median_time(fn, repeat=5, warmup=1, min_seconds=0.25, max_calls=200):
@@ -49,19 +55,30 @@ def have_torch():
     return importlib.util.find_spec("torch") is not None
 
 
-def child_json(module_args, what):
+def child_json(module_args, what, env=None):
     """Run `python -m <module_args>` in a fresh process; returns the JSON its last line prints."""
-    out = subprocess.run([sys.executable, "-m", *module_args], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", *module_args], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{what} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def torch_job(job, same_allocator=True, **kwargs):
-    """Time something in PyTorch (benchmarks/torch_side.py) in a fresh process, where torch loads
-    before nn and keeps its own thread settings; returns the job's figures."""
-    request = json.dumps({"job": job, "same_allocator": same_allocator, "kwargs": kwargs})
-    return child_json(["benchmarks.torch_side", request], f"torch {job} {kwargs}")
+def torch_environment():
+    """The environment PyTorch's process starts with: this process's own, which must hold none of
+    the variables `import nn` sets for a moment (nn/runtime.py); a leak stops the benchmark."""
+    leaked = (set(nn.runtime.QUIET) & set(os.environ)) - nn.runtime.SET_BY_USER
+    if leaked:
+        raise RuntimeError(f"{sorted(leaked)} set by this process, not by the user: PyTorch "
+                           "would run with our thread settings")
+    return dict(os.environ)
+
+
+def torch_job(job, **kwargs):
+    """Run something in PyTorch (benchmarks/torch_side.py) in a fresh process with the user's
+    environment and torch's own defaults; returns the job's figures."""
+    request = json.dumps({"job": job, "kwargs": kwargs})
+    return child_json(["benchmarks.torch_side", request], f"torch {job} {kwargs}",
+                      env=torch_environment())
 
 
 def ratio_line(ratios):

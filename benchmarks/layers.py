@@ -13,8 +13,9 @@ class, arguments and input shape.
 """
 import argparse
 
-import nn  # first: lets idle BLAS and OpenMP threads sleep (nn/runtime.py)
 import numpy as np
+
+import nn
 
 from .common import have_torch, header, median_time, ratio_line, torch_job
 
@@ -126,10 +127,9 @@ def main(argv=None):
                    help="with --compare-torch: ours and PyTorch's take turns this many times per "
                         "row, and each figure is the median (steadier ratios, N times the run)")
     args = p.parse_args(argv)
-    nn.keep_freed_memory()  # as the training command does (torch_side does the same for torch)
     if args.compare_torch and not have_torch():
         p.error("--compare-torch needs torch (pip install torch==2.13.0)")
-    header("Conv2d and friends, float32" + (", torch with 2 threads" if args.compare_torch else ""))
+    header("Conv2d and friends, float32" + (", torch with its default threads" if args.compare_torch else ""))
     shapes = conv_shapes_of_models(args.batch_size or 8) if args.all else REPRESENTATIVE
     if args.batch_size:
         shapes = [s[:-1] + (args.batch_size,) for s in shapes]

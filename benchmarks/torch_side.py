@@ -2,19 +2,24 @@
 
     python -m benchmarks.torch_side '{"job": "layer", ...}'   (started by benchmarks.common.torch_job)
 
-torch is imported before anything else, so its OpenMP threads read the environment PyTorch users
-have, before `import nn` asks idle threads to sleep (nn/runtime.py): PyTorch is timed with its
-own thread settings, and we with ours. The allocator is the one thing both may share
-(same_allocator: nn.keep_freed_memory(), which PyTorch gains from too).
+PyTorch runs as a plain PyTorch script runs: the environment the user started with
+(benchmarks.common.torch_environment), torch's default number of threads and glibc's default
+allocator settings. The network comes from benchmarks/torch_reference.py, which builds it from
+ours, so this process imports nn too, but after torch: PyTorch's OpenMP library has the same
+name as the one Numba loads (libgomp.so.1), so whichever loads first is the one both use, and
+it reads its settings as it loads. Loaded by torch, it has PyTorch's defaults (nn/runtime.py
+then leaves it alone).
 """
-import torch  # first: see the docstring
+try:
+    import torch  # first: see the docstring
+except ImportError:  # the "environment" job runs without it
+    torch = None
 
 import json
+import os
 import sys
 
 import numpy as np
-
-import nn
 
 from .common import median_time, peak_rss_mb
 
@@ -36,7 +41,7 @@ def time_layer(cls, args, kwargs, shape, repeat):
     return {"fwd_ms": 1e3 * fwd, "fwdbwd_ms": 1e3 * median_time(forward_backward, repeat)}
 
 
-def time_train_step(model_name, size, batch, repeat):
+def time_train_step(model_name, size, batch, repeat, warmup):
     """One AdamW training step (forward with aux heads, loss, backward) and one eval forward."""
     import models
     from .torch_reference import convert
@@ -53,21 +58,24 @@ def time_train_step(model_name, size, batch, repeat):
         (ce(main, y) + 0.3 * sum(ce(a, y) for a in aux)).backward()
         opt.step()
     model.train()
-    step_s = median_time(step, repeat)
+    step_s = median_time(step, repeat, warmup=warmup)
     model.eval()
     with torch.no_grad():
         eval_s = median_time(lambda: model(x), repeat)
-    return {"step_s": step_s, "eval_s": eval_s, "rss_mb": peak_rss_mb()}
+    return {"step_s": step_s, "eval_s": eval_s, "rss_mb": peak_rss_mb(),
+            "threads": torch.get_num_threads()}
 
 
-JOBS = {"layer": time_layer, "train_step": time_train_step}
+def environment():
+    """The environment this process started with (what the tests check)."""
+    return dict(os.environ)
+
+
+JOBS = {"layer": time_layer, "train_step": time_train_step, "environment": environment}
 
 
 def main(request):
     request = json.loads(request)
-    torch.set_num_threads(2)
-    if request["same_allocator"]:
-        nn.keep_freed_memory()
     print(json.dumps(JOBS[request["job"]](**request["kwargs"])))
 
 

@@ -17,16 +17,13 @@ place, or when the switch in nn/kernels.py says "reference", the reference line 
 tests/test_blas.py checks that both give the same sums.
 """
 import ctypes
-import glob
-import os
 
 import numpy as np
 
-from . import kernels
+from . import kernels, runtime
 
 _ROW_MAJOR, _NO_TRANS = 101, 111
 _SYMBOLS = ("scipy_cblas_{}gemm64_", "cblas_{}gemm64_")   # NumPy >= 2 wheels, NumPy 1.x wheels
-_LIBRARY_PATTERNS = ("numpy.libs/*openblas64*", "numpy/.dylibs/*openblas64*")
 _gemm = None   # dtype -> the CBLAS function, once looked up
 
 
@@ -76,17 +73,11 @@ def _functions():
 
 def _look_up():
     """{float32: sgemm, float64: dgemm} from NumPy's own OpenBLAS, each checked once; or {}."""
-    site = os.path.dirname(os.path.dirname(np.__file__))
-    for pattern in _LIBRARY_PATTERNS:
-        for path in sorted(glob.glob(os.path.join(site, pattern))):
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for symbol in _SYMBOLS:
-                found = _bind(lib, symbol)
-                if found:
-                    return found
+    lib = runtime.numpy_openblas()
+    for symbol in _SYMBOLS if lib is not None else ():
+        found = _bind(lib, symbol)
+        if found:
+            return found
     return {}
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from nn import blas, kernels
+from nn import blas, kernels, runtime
 
 NUMPY_OPENBLAS = any(glob.glob(os.path.join(os.path.dirname(os.path.dirname(np.__file__)), p))
-                     for p in blas._LIBRARY_PATTERNS)
+                     for p in runtime._LIBRARY_PATTERNS)
 
 
 @pytest.fixture(scope="module")
