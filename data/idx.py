@@ -5,6 +5,7 @@ sizes, then the values in row-major order (big-endian for multi-byte types). MNI
 magic 2049 (0x00000801: uint8, 1 dim), images 2051 (0x00000803: uint8, 3 dims).
 """
 import gzip
+import math
 import os
 
 import numpy as np
@@ -51,7 +52,7 @@ def parse_idx(payload, source="<bytes>", expect_ndim=None):
         raise IDXError(f"{source}: truncated header ({len(payload)} bytes, need {header})")
     shape = tuple(int.from_bytes(payload[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = TYPE_CODES[code]
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize   # Python ints: no overflow
     if len(payload) != expected:
         problem = "truncated" if len(payload) < expected else "has trailing bytes"
         raise IDXError(f"{source}: {problem}: the header says {shape} values of {dtype.name} "

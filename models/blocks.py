@@ -11,6 +11,17 @@ import numpy as np
 import nn
 
 
+def check_arguments(model, num_classes, in_channels, width):
+    """A clear error for a class count, channel count or width multiplier that builds no sensible
+    network (width 0 would silently shrink every layer to one channel)."""
+    for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{model}: {name} must be a positive integer, got {value!r}")
+    if not isinstance(width, (int, float, np.number)) or not np.isfinite(width) or not width > 0:
+        raise ValueError(f"{model}: width must be a finite number > 0 (1.0: the full network), "
+                         f"got {width!r}")
+
+
 def scaled(channels, width):
     """A channel count under the width multiplier (at least 1): small copies keep the topology."""
     return max(1, int(round(channels * width)))
@@ -99,14 +110,3 @@ def check_input_size(model, x, min_size):
     if min(x.shape[2:]) < min_size:
         raise ValueError(f"{type(model).__name__}: input {x.shape[2]}x{x.shape[3]} is too small; the "
                          f"smallest that keeps every feature map non-empty is {min_size}x{min_size}")
-
-
-def check_output_gradients(model, **grads):
-    """backward takes one array per output of forward, as separate arguments (None: no gradient
-    for that output); a list or tuple of them passed as the first is named, not an AttributeError
-    from deep inside a layer."""
-    for name, g in grads.items():
-        if g is not None and not isinstance(g, np.ndarray):
-            raise TypeError(f"{type(model).__name__}.backward: {name} must be a NumPy array, got "
-                            f"{type(g).__name__}; pass one gradient per output of forward, as separate "
-                            f"arguments: model.backward({', '.join(grads)})")

@@ -7,7 +7,7 @@ from collections import OrderedDict, namedtuple
 
 import nn
 
-from .blocks import InceptionBlock, aux_head, chain, check_input_size, check_output_gradients, conv_bn_relu, scaled
+from .blocks import check_arguments, InceptionBlock, aux_head, chain, check_input_size, conv_bn_relu, scaled
 
 # One row per block, columns as in the BN-Inception paper's table (Fig. 5 of the paper).
 Row = namedtuple("Row", "c1x1 c3x3red c3x3 d3x3red d3x3 pool proj stride")
@@ -53,6 +53,7 @@ class InceptionV2(nn.Module):
 
     def __init__(self, num_classes=10, in_channels=3, width=1.0, aux_dropout=0.7):
         super().__init__()
+        check_arguments(type(self).__name__, num_classes, in_channels, width)
         self.num_classes, self.in_channels, self.width = num_classes, in_channels, width
         c = lambda n: scaled(n, width)
         self.conv1 = conv_bn_relu(in_channels, c(64), 7, stride=2, padding=3)
@@ -96,7 +97,6 @@ class InceptionV2(nn.Module):
 
     def backward(self, dlogits, daux_1=None, daux_2=None):
         """The forward column in reverse; where an aux head taps the trunk, its gradient joins."""
-        check_output_gradients(self, dlogits=dlogits, daux_1=daux_1, daux_2=daux_2)
         d = self.fc.backward(dlogits)
         d = self.flatten.backward(d)
         d = self.avgpool.backward(d)

@@ -10,7 +10,7 @@ import numpy as np
 
 import nn
 
-from .blocks import aux_head, chain, check_input_size, check_output_gradients, conv_bn_relu, scaled
+from .blocks import check_arguments, aux_head, chain, check_input_size, conv_bn_relu, scaled
 
 # Figure-5 blocks (35x35): the width of the last 1x1 branch.
 FIG5 = OrderedDict([("5a", 32), ("5b", 64), ("5c", 64)])
@@ -96,6 +96,7 @@ class InceptionV3(nn.Module):
 
     def __init__(self, num_classes=10, in_channels=3, width=1.0):
         super().__init__()
+        check_arguments(type(self).__name__, num_classes, in_channels, width)
         self.num_classes, self.in_channels, self.width = num_classes, in_channels, width
         c = lambda n: scaled(n, width)
         self.conv1 = conv_bn_relu(in_channels, c(32), 3, stride=2)
@@ -149,7 +150,6 @@ class InceptionV3(nn.Module):
         return (logits, aux) if self.training else logits
 
     def backward(self, dlogits, daux=None):
-        check_output_gradients(self, dlogits=dlogits, daux=daux)
         d = self.fc.backward(dlogits)
         d = self.flatten.backward(d)
         d = self.avgpool.backward(d)

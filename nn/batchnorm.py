@@ -38,6 +38,10 @@ def batchnorm_backward_reference(dout3, x_hat, gamma, inv_std, batch_stats, dx):
     return dgamma, dbeta
 
 
+class TooFewValues(ValueError):
+    """Training needs more than one value per channel: one value is its own mean, x_hat is 0."""
+
+
 class _BatchNorm(Module):
     """Normalize each channel over the batch (and spatial) axes, then scale and shift (Alg. 1).
 
@@ -91,8 +95,8 @@ class _BatchNorm(Module):
         use_batch_stats = self.training or not self.track_running_stats
         if use_batch_stats:
             if m <= 1:
-                raise ValueError(f"{self._describe()}: expected more than 1 value per channel "
-                                 f"when training, got input shape {x.shape}")
+                raise TooFewValues(f"{self._describe()}: expected more than 1 value per channel "
+                                   f"when training, got input shape {x.shape}")
             mean, var = kernels.twin(batchnorm_stats_reference)(x3)  # biased, as in Alg. 1
             if self.training and self.track_running_stats:
                 self._update_running(mean, var, m)
@@ -125,9 +129,6 @@ class _BatchNorm(Module):
     def backward(self, dout):
         cache = self.saved()
         x_hat, shape = cache["x_hat"], cache["shape"]
-        if dout.shape != shape:
-            raise ValueError(f"{self._describe()}.backward: expected dout of shape {shape}, "
-                             f"got {dout.shape}")
         dout3 = np.ascontiguousarray(dout).reshape(x_hat.shape)
         dx = np.empty_like(x_hat)
         gamma, _ = self._affine(dout.dtype)

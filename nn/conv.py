@@ -315,10 +315,6 @@ class Conv2d(Module):
         cache = self.saved()
         x, H_out, W_out = cache["x"], cache["H_out"], cache["W_out"]
         N = x.shape[0]
-        expected = (N, self.out_channels, H_out, W_out)
-        if dout.shape != expected:
-            raise ValueError(f"{self._describe()}.backward: expected dout of shape {expected}, "
-                             f"got {dout.shape}")
         w2 = self.weight.data.reshape(self.out_channels, -1)
         dy3 = np.ascontiguousarray(dout).reshape(N, self.out_channels, -1)   # (N, C_out, H_out*W_out)
         if self.bias is not None:

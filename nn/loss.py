@@ -5,8 +5,10 @@ from .module import Module
 
 
 def log_softmax(z):
-    """log softmax along axis 1, via log-sum-exp: finite for logits of any size."""
-    shifted = z - z.max(axis=1, keepdims=True)
+    """log softmax along axis 1, via log-sum-exp: finite for logits of any size (a gap between
+    two logits past the float range, e.g. -3e38 against 3e38 in float32, gives -inf: p = 0)."""
+    with np.errstate(over="ignore"):
+        shifted = z - z.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
@@ -34,7 +36,7 @@ class CrossEntropyLoss(Module):
     def extra_repr(self):
         return f"label_smoothing={self.label_smoothing}"
 
-    def _check(self, logits, target):
+    def check_inputs(self, logits, target):
         if not isinstance(logits, np.ndarray) or logits.dtype.kind != "f" or logits.ndim != 2:
             got = (f"shape {logits.shape}, dtype {logits.dtype}" if isinstance(logits, np.ndarray)
                    else type(logits).__name__)
@@ -48,10 +50,9 @@ class CrossEntropyLoss(Module):
         if bad.any():
             raise ValueError(f"CrossEntropyLoss: labels must be in [0, {K - 1}] for {K} classes, "
                              f"got {np.unique(target[bad])[:10].tolist()}")
-        return target
 
     def forward(self, logits, target):
-        target = self._check(logits, target)
+        target = np.asarray(target)
         N, K = logits.shape
         valid = target != self.ignore_index
         logp = log_softmax(logits)
@@ -59,7 +60,8 @@ class CrossEntropyLoss(Module):
         q = np.full_like(logp, eps / K)
         q[np.flatnonzero(valid), target[valid]] += 1.0 - eps
         q[~valid] = 0.0
-        per_sample = -(q * logp).sum(axis=1)
+        # a class without target mass adds nothing, even where log p = -inf (0 * -inf is NaN)
+        per_sample = -np.multiply(q, logp, out=np.zeros_like(q), where=q > 0).sum(axis=1)
         n_valid = int(valid.sum())
         divisor = n_valid if self.reduction == "mean" else 1
         self.cache = {"probs": np.exp(logp), "q": q, "valid": valid, "divisor": divisor}
@@ -69,4 +71,6 @@ class CrossEntropyLoss(Module):
     def backward(self, dout=1.0):
         cache = self.saved()
         grad = (cache["probs"] - cache["q"]) * cache["valid"][:, None]
+        if cache["divisor"] == 0:   # every target ignored: no sample contributes
+            return grad
         return grad * (dout / cache["divisor"])

@@ -10,17 +10,36 @@ The contract every layer keeps:
     backward(dout) returns dx = dL/dx and ADDS dL/dp into p.grad for each of its parameters
 There is no autograd: a model's backward is its forward read in reverse.
 
+The checks every layer shares live here, once: calling a module (`module(x)`, which runs
+forward) refuses an input that is not a floating NumPy array or holds an empty batch
+(check_inputs; a layer adds its own, such as the channel count), and remembers the shape and
+dtype of what forward returned; backward then refuses a dout that does not have them (a dout
+of another shape would otherwise broadcast silently in an element-wise layer).
+
 Evaluating needs no backward, and the caches of a whole network are most of its memory
 (Inception-V3 at 299x299, batch 8: 1.4 GB). Inside `with nn.no_grad():` (PyTorch's name) every
 module drops its cache as soon as its forward returns, so only one layer's is alive at a time:
 two eval-mode forwards of that model at batch 32 peaked at 7.5 GB without it, 2.3 GB with it.
 """
-from collections import OrderedDict
+import functools
+import inspect
+import numbers
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from . import runtime
+
 
 _keep_caches = True   # False inside `with no_grad():`
+_prepared = False     # whether runtime.prepare() has run: the first layer call does it
+
+
+def _prepare_process():
+    """Thread and memory settings for speed, once per process, at the first layer call (nn/runtime.py)."""
+    global _prepared
+    runtime.prepare()
+    _prepared = True
 
 
 class no_grad:
@@ -70,8 +89,80 @@ class Buffer:
         return f"Buffer(shape={self.data.shape}, dtype={self.data.dtype})"
 
 
+Output = namedtuple("Output", "shape dtype")
+
+
+def _spec(out):
+    """What backward's dout must look like, from what forward returned: an Output (shape, dtype)
+    for an array, a plain tuple of those for several outputs (None where an output is None),
+    "scalar" for a number (a loss)."""
+    if isinstance(out, np.ndarray):
+        return Output(out.shape, out.dtype)
+    if type(out) is tuple:
+        return tuple(_spec(o) for o in out)
+    return None if out is None else "scalar"
+
+
+def _check_dout(module, spec, dout, label, outputs=1):
+    what = f"{module._describe()}.backward: {label}"
+    if spec == "scalar":
+        if not isinstance(dout, numbers.Real):
+            raise TypeError(f"{what} must be a number (forward returned one), got {type(dout).__name__}")
+        return
+    shape, dtype = spec
+    if not isinstance(dout, np.ndarray):
+        hint = ("; pass one gradient per output of forward, as separate arguments"
+                if outputs > 1 and isinstance(dout, (list, tuple)) else "")
+        raise TypeError(f"{what} must be a NumPy array of shape {shape}, got {type(dout).__name__}{hint}")
+    if dout.shape != shape:
+        raise ValueError(f"{what} has shape {dout.shape}, but forward returned shape {shape}")
+    if dout.dtype != dtype:
+        raise ValueError(f"{what} is {dout.dtype}, but forward returned {dtype}; "
+                         f"pass it as .astype(np.{dtype})")
+
+
+def _check_douts(module, spec, douts):
+    """douts against the spec of the last forward's output (one dout per output)."""
+    specs = spec if type(spec) is tuple else (spec,)
+    if len(douts) > len(specs):
+        raise TypeError(f"{module._describe()}.backward: got {len(douts)} gradients for the "
+                        f"{len(specs)} output(s) of the last forward; pass one per output, as "
+                        "separate arguments")
+    for i, (s, d) in enumerate(zip(specs, douts)):
+        label = "dout" if len(specs) == 1 else f"the gradient of output {i + 1} of {len(specs)}"
+        if d is None or s is None:
+            if s is None and d is not None:
+                raise ValueError(f"{module._describe()}.backward: {label} was given, but forward "
+                                 "returned None there")
+            if i == 0 and d is None:
+                raise TypeError(f"{module._describe()}.backward: {label} is required")
+            continue
+        _check_dout(module, s, d, label, len(specs))
+
+
+def _checking_douts(backward):
+    """backward, preceded by the check of its douts against the last forward's output."""
+    names = list(inspect.signature(backward).parameters)[1:]   # for douts given by name
+
+    @functools.wraps(backward)
+    def checked(self, *douts, **named):
+        spec = self.__dict__.get("_output_spec")
+        if spec is not None:
+            given = list(douts) + [named.get(n) for n in names[len(douts):]]
+            while given and given[-1] is None:
+                given.pop()
+            _check_douts(self, spec, given)
+        return backward(self, *douts, **named)
+    return checked
+
+
 class Module:
     """Base class: registration of parameters/buffers/children, modes, state_dict, casting."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "backward" in cls.__dict__:   # every layer's backward checks its douts (see the top)
+            cls.backward = _checking_douts(cls.__dict__["backward"])
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -103,10 +194,27 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define backward")
 
     def __call__(self, *inputs):
+        if not _prepared:
+            _prepare_process()
+        self.check_inputs(*inputs)
         out = self.forward(*inputs)
+        object.__setattr__(self, "_output_spec", _spec(out))
         if not _keep_caches:
             self.cache = None
         return out
+
+    def check_inputs(self, x, *rest):
+        """What every layer needs of its input: a floating NumPy array with a non-empty batch.
+        (Layers check their own layout, channels and dtype on top.)"""
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{self._describe()}: expected a NumPy array, got {type(x).__name__}; "
+                            "convert it with np.asarray(x, dtype=np.float32)")
+        if x.dtype.kind != "f":
+            raise ValueError(f"{self._describe()}: expected a floating-point input (float32 or "
+                             f"float64), got dtype {x.dtype}")
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise ValueError(f"{self._describe()}: got an empty batch (input shape {x.shape}); "
+                             "give at least one sample")
 
     def saved(self):
         """The cache forward left for backward; a clear error if forward has not run yet."""
@@ -185,30 +293,35 @@ class Module:
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into this module's Parameters and Buffers (kept in their own dtype).
 
-        strict=True (the default) refuses missing or unexpected keys; a shape mismatch is
-        always refused. Nothing is changed unless every check passes.
+        strict=True (the default) refuses missing or unexpected keys (RuntimeError, as
+        PyTorch); a shape mismatch or a value that cannot be cast to the entry's dtype is always
+        refused (ValueError). Nothing is changed unless every check passes.
         """
         own = OrderedDict(self._named_state())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
             lines = [f"{type(self).__name__}.load_state_dict: the state does not match the model"]
-            if missing:
-                lines.append(f"  missing keys ({len(missing)}): {', '.join(missing[:10])}"
-                             + (" ..." if len(missing) > 10 else ""))
-            if unexpected:
-                lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected[:10])}"
-                             + (" ..." if len(unexpected) > 10 else ""))
-            raise KeyError("\n".join(lines))
+            for what, keys in (("missing", missing), ("unexpected", unexpected)):
+                if keys:
+                    lines.append(f"  {what} keys ({len(keys)}): {', '.join(keys[:10])}"
+                                 + (" ..." if len(keys) > 10 else ""))
+            raise RuntimeError("\n".join(lines))
+        staged = {}
         for name, t in own.items():
-            if name in state_dict:
-                value = np.asarray(state_dict[name])
-                if value.shape != t.data.shape:
-                    raise ValueError(f"{type(self).__name__}.load_state_dict: '{name}' has shape "
-                                     f"{value.shape}, the model expects {t.data.shape}")
-        for name, t in own.items():
-            if name in state_dict:
-                t.data[...] = np.asarray(state_dict[name])
+            if name not in state_dict:
+                continue
+            value = np.asarray(state_dict[name])
+            problem = None
+            if value.shape != t.data.shape:
+                problem = f"has shape {value.shape}, the model expects {t.data.shape}"
+            elif not np.can_cast(value.dtype, t.data.dtype, casting="same_kind"):
+                problem = f"holds {value.dtype} values, which do not convert to {t.data.dtype}"
+            if problem:
+                raise ValueError(f"{type(self).__name__}.load_state_dict: '{name}' {problem}")
+            staged[name] = value
+        for name, value in staged.items():
+            own[name].data[...] = value
         return self
 
     # -- dtype -------------------------------------------------------------------------------

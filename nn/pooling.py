@@ -172,9 +172,6 @@ class MaxPool2d(_Pool2d):
     def backward(self, dout):
         cache = self.saved()
         argmax = cache["argmax"]
-        if dout.shape != argmax.shape:
-            raise ValueError(f"{self._describe()}.backward: expected dout of shape {argmax.shape}, "
-                             f"got {dout.shape}")
         dx = np.empty(cache["x_shape"], cache["dtype"])
         return kernels.twin(maxpool_backward_reference)(np.ascontiguousarray(dout), argmax, dx)
 
@@ -223,9 +220,6 @@ class AvgPool2d(_Pool2d):
         cache = self.saved()
         N, C, H, W = cache["x_shape"]
         divisor = cache["divisor"]
-        if dout.shape != (N, C) + divisor.shape:
-            raise ValueError(f"{self._describe()}.backward: expected dout of shape "
-                             f"{(N, C) + divisor.shape}, got {dout.shape}")
         dx = np.empty((N, C, H, W), dout.dtype)
         return kernels.twin(avgpool_backward_reference)(np.ascontiguousarray(dout), *self.kernel_size,
                                                         self.stride, self.padding, divisor, dx)
@@ -283,8 +277,5 @@ class AdaptiveAvgPool2d(Module):
 
     def backward(self, dout):
         N, C, H, W = self.saved()["x_shape"]
-        K, out = self._matrix(H, W, dout.dtype)
-        if dout.shape != (N, C, *out):
-            raise ValueError(f"{self._describe()}.backward: expected dout of shape {(N, C, *out)}, "
-                             f"got {dout.shape}")
+        K, _ = self._matrix(H, W, dout.dtype)
         return (dout.reshape(N * C, -1) @ K).reshape(N, C, H, W)

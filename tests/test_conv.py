@@ -179,7 +179,7 @@ def test_bad_arguments():
         nn.Conv2d(4, 4, (3, 3, 3))
     conv = nn.Conv2d(1, 2, 3)
     conv(np.zeros((1, 1, 5, 5), np.float32))
-    with pytest.raises(ValueError, match=r"expected dout of shape \(1, 2, 3, 3\)"):
+    with pytest.raises(ValueError, match=r"dout has shape \(1, 2, 4, 4\), but forward returned shape \(1, 2, 3, 3\)"):
         conv.backward(np.zeros((1, 2, 4, 4), np.float32))
 
 

@@ -317,3 +317,11 @@ def test_download_with_a_checksum_mismatch_is_refused(mirror, tmp_path, monkeypa
         data.load_split("mnist", "test", tmp_path / "empty", log=lambda s: None)
     assert not (tmp_path / "cache" / "inception-numpy" / "mnist").exists() or \
         not os.listdir(tmp_path / "cache" / "inception-numpy" / "mnist")
+
+
+def test_a_header_whose_dimensions_overflow_is_refused():
+    """65536**4 values of one byte: in int64 that product wraps to 0, and a header with no data
+    after it used to pass the size check as an empty array."""
+    payload = bytes([0, 0, 0x08, 4]) + (65536).to_bytes(4, "big") * 4
+    with pytest.raises(IDXError, match=r"truncated: the header says \(65536, 65536, 65536, 65536\)"):
+        parse_idx(payload, "overflow")

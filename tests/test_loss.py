@@ -74,3 +74,31 @@ def test_bad_labels_and_shapes():
         ce(Z, np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match=r"expected logits as a 2-D float array"):
         ce(Z.ravel(), Y)
+
+
+def test_an_infinitely_unlikely_class_adds_nothing():
+    """A logit of -inf in a class that is not the target is a probability of 0: the loss stays
+    finite, as PyTorch's (0.3133 here), and so does its gradient; with smoothing that class gets
+    target mass, so the loss is infinite, as PyTorch's."""
+    z = np.array([[2.0, -np.inf, 1.0]], np.float32)
+    ce = nn.CrossEntropyLoss()
+    assert ce(z, np.array([0])) == pytest.approx(0.3132617, abs=1e-6)
+    np.testing.assert_allclose(ce.backward(), [[-0.26894143, 0.0, 0.26894143]], atol=1e-7)
+    assert nn.CrossEntropyLoss(label_smoothing=0.1)(z, np.array([0])) == np.inf
+
+
+def test_logits_at_the_edge_of_float32():
+    """+-3e38: their difference overflows to inf; the loss is 0 for the right class, inf for the
+    wrong one, never NaN."""
+    z = np.array([[3e38, -3e38], [-3e38, 3e38]], np.float32)
+    ce = nn.CrossEntropyLoss(reduction="sum")
+    assert ce(z, np.array([0, 1])) == 0.0
+    np.testing.assert_array_equal(ce.backward(), np.zeros((2, 2)))
+    assert ce(z, np.array([1, 1])) == np.inf
+
+
+def test_a_batch_whose_targets_are_all_ignored():
+    """PyTorch: a mean over no sample is NaN, and the gradient is zero everywhere."""
+    ce = nn.CrossEntropyLoss(ignore_index=-1)
+    assert np.isnan(ce(Z, np.array([-1, -1])))
+    np.testing.assert_array_equal(ce.backward(), np.zeros_like(Z))

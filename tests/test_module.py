@@ -1,4 +1,5 @@
 """Module plumbing: registration order, names, modes, state_dict, casting, containers."""
+import re
 from collections import OrderedDict
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_load_state_dict_names_missing_and_unexpected_keys():
     sd = net.state_dict()
     del sd["bn.running_var"]
     sd["extra.weight"] = np.zeros(3)
-    with pytest.raises(KeyError) as err:
+    with pytest.raises(RuntimeError) as err:
         net.load_state_dict(sd)
     assert "missing keys (1): bn.running_var" in str(err.value)
     assert "unexpected keys (1): extra.weight" in str(err.value)
@@ -201,3 +202,79 @@ def test_concat_order_sets_the_output_order_not_the_run_order(rng):
     np.testing.assert_array_equal(dx, np.full((1, 1, 2, 2), 26.0))
     with pytest.raises(ValueError, match="must name each branch"):
         nn.Concat(OrderedDict(a=nn.Identity()), order=["a", "b"])
+
+
+def test_load_state_dict_refuses_a_value_that_does_not_convert_and_changes_nothing():
+    net = small_net()
+    before = net.state_dict()
+    sd = net.state_dict()
+    sd["conv.weight"] = sd["conv.weight"] + 1.0       # converts: would be loaded
+    sd["bn.num_batches_tracked"] = np.array(2.5)       # a float where the model counts: refused
+    with pytest.raises(ValueError, match="'bn.num_batches_tracked' holds float64 values, which do not "
+                                         "convert to int64"):
+        net.load_state_dict(sd)
+    np.testing.assert_array_equal(net.conv.weight.data, before["conv.weight"])
+    sd["bn.num_batches_tracked"] = np.array(["3"])
+    with pytest.raises(ValueError):
+        net.load_state_dict(sd)
+
+
+def test_missing_keys_are_a_readable_runtime_error():
+    net = small_net()
+    sd = net.state_dict()
+    del sd["fc.bias"]
+    with pytest.raises(RuntimeError) as err:
+        net.load_state_dict(sd)
+    assert str(err.value) == ("Sequential.load_state_dict: the state does not match the model\n"
+                              "  missing keys (1): fc.bias")
+
+
+@pytest.mark.parametrize("layer", [nn.ReLU(), nn.Dropout(0.5), nn.Identity(), nn.Flatten(),
+                                   nn.BatchNorm2d(3), nn.Conv2d(3, 2, 3, padding=1)])
+def test_every_layer_refuses_a_dout_of_the_wrong_shape_dtype_or_type(layer, rng):
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    y = layer(x)
+    name = layer._describe()
+    with pytest.raises(ValueError, match=fr"^{re.escape(name)}.backward: dout has shape \(1,\), but forward "
+                                         fr"returned shape {re.escape(str(y.shape))}$"):
+        layer.backward(np.ones(1, np.float32))     # would broadcast silently in ReLU and Dropout
+    with pytest.raises(ValueError, match="dout is float64, but forward returned float32"):
+        layer.backward(np.ones(y.shape))
+    with pytest.raises(TypeError, match="dout must be a NumPy array of shape"):
+        layer.backward(np.ones(y.shape, np.float32).tolist())
+    assert layer.backward(np.ones(y.shape, np.float32)).shape == x.shape
+
+
+@pytest.mark.parametrize("layer", [nn.ReLU(), nn.Dropout(0.5), nn.Linear(3, 2), nn.BatchNorm1d(3),
+                                   nn.Conv2d(3, 2, 1), nn.MaxPool2d(2), nn.Flatten()])
+def test_every_layer_refuses_a_list_or_an_empty_batch(layer):
+    with pytest.raises(TypeError, match=f"^{re.escape(layer._describe())}: expected a NumPy array, got list"):
+        layer([[1.0, 2.0, 3.0]])
+    with pytest.raises(ValueError, match=r"got an empty batch \(input shape \(0, 3"):
+        layer(np.zeros((0, 3) + ((4, 4) if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)) else ()), np.float32))
+    with pytest.raises(ValueError, match="expected a floating-point input"):
+        layer(np.zeros((2, 3), np.int64))
+
+
+def test_a_model_refuses_a_list_of_gradients_and_an_aux_gradient_in_eval_mode():
+    import models
+    model = models.build("inception_v2", width=0.05)
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    logits, aux_1, aux_2 = model(x)
+    g = np.ones_like(logits)
+    with pytest.raises(TypeError, match="the gradient of output 1 of 3 must be a NumPy array"):
+        model.backward([g, g, g])
+    with pytest.raises(TypeError, match="got 4 gradients for the 3 output"):
+        model.backward(g, g, g, g)
+    model.backward(g, daux_2=g)   # by name, the others None
+    model.eval()
+    model(x)   # the logits only: the aux heads do not run
+    with pytest.raises(TypeError, match="got 2 gradients for the 1 output"):
+        model.backward(g, g)
+
+
+@pytest.mark.parametrize("width", [0, -1, float("inf"), float("nan")])
+def test_models_refuse_a_width_that_builds_no_network(width):
+    import models
+    with pytest.raises(ValueError, match="width must be a finite number > 0"):
+        models.build("inception_v3", width=width)
