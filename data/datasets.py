@@ -1,6 +1,8 @@
 """MNIST-format data sets by name: where their files are looked for, downloading, verifying.
 
-Files are looked for, in order, in:
+"mnist-mini" (8,000 training and 2,000 test digits from MNIST's test set) ships inside the
+package (data/embedded/mnist-mini, with its attribution and licence): always there, offline.
+The full data sets ("mnist", "fashion-mnist", "kmnist") are looked for, in order, in:
   1. the folder given explicitly (--data-dir), or its subfolder named after the data set;
   2. the folder in the environment variable NN_DATA_DIR (or its subfolder);
   3. the cache folder, $XDG_CACHE_HOME/inception-numpy/<name> (~/.cache/... by default).
@@ -12,6 +14,7 @@ the error names the missing files and every folder that was searched.
 import gzip
 import hashlib
 import os
+from pathlib import Path
 import urllib.request
 from dataclasses import dataclass, field
 
@@ -24,6 +27,7 @@ from .idx import IDXError, parse_idx, read_bytes
 FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
          "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 ENV_VAR = "NN_DATA_DIR"
+EMBEDDED = Path(__file__).resolve().parent / "embedded"
 
 
 @dataclass(frozen=True)
@@ -35,9 +39,17 @@ class DatasetInfo:
     mean: float   # of the training images scaled to [0, 1]
     std: float
     classes: tuple = field(default=tuple(str(i) for i in range(10)))
+    embedded: bool = False   # shipped in data/embedded/<name>, checked against `checksums` on load
 
 
 DATASETS = {
+    "mnist-mini": DatasetInfo(
+        "mnist-mini", (),
+        {"train-images-idx3-ubyte.gz": ("raw", "9a9d097a2d2a42be8c19f8ad53dba254"),
+         "train-labels-idx1-ubyte.gz": ("raw", "f5cc18f7dec67b6f0179438b4f63d86e"),
+         "t10k-images-idx3-ubyte.gz": ("raw", "17b6382ce7cb832ac2a234f2e7cdb3e1"),
+         "t10k-labels-idx1-ubyte.gz": ("raw", "c30a75f4580940b9c1a6a22fccd68779")},
+        mean=0.1307, std=0.3081, embedded=True),   # MNIST's own normalisation
     "mnist": DatasetInfo(
         "mnist",
         ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
@@ -90,7 +102,7 @@ def search_dirs(name, data_dir=None):
     for root in (data_dir, os.environ.get(ENV_VAR)):
         if root:
             dirs += [os.fspath(root), os.path.join(os.fspath(root), name)]
-    dirs.append(cache_dir(name))
+    dirs.append(os.fspath(EMBEDDED / name) if dataset_info(name).embedded else cache_dir(name))
     return dirs
 
 
@@ -168,8 +180,8 @@ def load_split(name, split, data_dir=None, download_missing=True, log=print):
     """(images uint8 (N, 28, 28), labels int64 (N,)) of a data set's split, checked for consistency."""
     info = dataset_info(name)
     img_path, lbl_path = locate(name, split, data_dir, download_missing, log)
-    images = parse_idx(read_bytes(img_path), img_path, expect_ndim=3)
-    labels = parse_idx(read_bytes(lbl_path), lbl_path, expect_ndim=1)
+    images = parse_idx(_read(info, img_path), img_path, expect_ndim=3)
+    labels = parse_idx(_read(info, lbl_path), lbl_path, expect_ndim=1)
     if len(images) != len(labels):
         raise IDXError(f"{img_path} has {len(images)} images but {lbl_path} has {len(labels)} labels")
     n_classes = len(info.classes)
@@ -179,6 +191,17 @@ def load_split(name, split, data_dir=None, download_missing=True, log=print):
     if images.dtype != np.uint8:
         raise IDXError(f"{img_path}: expected uint8 images, got {images.dtype}")
     return images, labels.astype(np.int64)
+
+
+def _read(info, path):
+    """The payload of a data file; an embedded one is checked against its checksum first."""
+    payload = read_bytes(path)
+    if info.embedded and Path(path).resolve().parent == EMBEDDED / info.name:
+        expected = info.checksums[os.path.basename(path)][1]
+        if md5(payload) != expected:
+            raise IDXError(f"{path}: the embedded file is damaged (md5 of its data is {md5(payload)}, "
+                           f"expected {expected}); restore it with: git checkout -- {path}")
+    return payload
 
 
 def train_val_split(labels, val_fraction, seed=0):
