@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from nn.serialization import atomic_write
+
 
 def confusion_matrix(y_true, y_pred, num_classes):
     """C[i, j] = number of samples of true class i predicted as j."""
@@ -94,11 +96,22 @@ def report_json(results, class_names):
     return out
 
 
-def plot_curves(history, out_dir, prefix):
-    """<prefix>_loss.png and <prefix>_accuracy.png: train and validation against epoch."""
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path):
+    """fig as a PNG at `path`, written atomically (a full disk leaves the old file and says so)."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=150, bbox_inches="tight"))
+    _pyplot().close(fig)
+
+
+def plot_curves(history, out_dir, prefix):
+    """<prefix>_loss.png and <prefix>_accuracy.png: train and validation against epoch."""
+    plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
@@ -114,7 +127,28 @@ def plot_curves(history, out_dir, prefix):
         ax.grid(alpha=0.3)
         ax.legend()
         path = os.path.join(out_dir, f"{prefix}_{key}.png")
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-        plt.close(fig)
+        save_figure(fig, path)
         paths.append(path)
     return paths
+
+
+def plot_confusion_matrix(cm, class_names, path, title):
+    """The confusion matrix as a PNG: counts in each cell, rows the true class, columns the
+    predicted one (C[true, pred]), shaded by each row's share so that every class reads alike."""
+    plt = _pyplot()
+    cm = np.asarray(cm)
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), class_names, rotation=45 if max(map(len, class_names)) > 2 else 0, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("True class")
+    ax.set_title(title, fontsize=10)
+    save_figure(fig, path)
+    return path

@@ -1,126 +1,130 @@
 """Train Inception-V2/V3 on an MNIST-format data set: python -m models.train --help
 
-    python -m models.train --data-dir ../shared/data/mnist-mini            # quick preset, minutes
+    python -m models.train                                                 # quick preset, minutes
     python -m models.train --preset seed --model inception_v3              # the seeds' configuration
     python -m models.train --resume runs/inception_v2_mnist/checkpoint.npz # continue exactly
 
 Loss: cross-entropy of the main head plus aux_weight times each aux head's (training only).
-Outputs in --output-dir: checkpoint.npz (every epoch, and on Ctrl-C), model_best.npz (best
-validation accuracy), history.csv, <dataset>_loss.png, <dataset>_accuracy.png, report.md and
-report.json (loss, accuracy and per-class precision/recall/F1 on the training, validation and
-test sets, evaluated with the best model).
+Outputs in --output-dir: config.json (written when the run starts), checkpoint.npz (every epoch,
+and on Ctrl-C or SIGTERM), model_best.npz (best validation accuracy), history.csv,
+<dataset>_loss.png, <dataset>_accuracy.png, report.md, report.json and confusion_matrix.png
+(evaluated with the best model on the training, validation and test sets).
+
+A run is four steps, each a function below: setup() checks everything that can be checked and
+builds the run (or restores it from a checkpoint); train_epoch() runs one epoch's batches;
+evaluate() measures a split; finish() writes the report. run() calls them in order.
 """
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import os
 import signal
 import sys
 import time
+import uuid
+from dataclasses import dataclass, field
 
-import nn  # first: lets idle BLAS and OpenMP threads sleep (nn/runtime.py)
 import numpy as np
 
 import data
+import nn
 from nn import optim
-from nn.serialization import atomic_write
+from nn.serialization import WriteError, atomic_write
 
-from . import DEFAULT_IMAGE_SIZE, MODELS, build, min_image_size
+from . import MODELS, build
+from . import config as run_config
 from .checkpoint import read_checkpoint, restore, save_checkpoint
+from .config import Config, ConfigError
 from .profile import format_profile, profile_step
-from .report import classification_report, confusion_matrix, markdown_report, plot_curves, report_json
+from .report import (classification_report, confusion_matrix, markdown_report, plot_confusion_matrix,
+                     plot_curves, report_json)
+from .rundir import RunFolder, RunFolderError
 
-PRESETS = {
-    # Shows real learning in minutes on 2 cores: a small image and a training subset.
-    "quick": dict(model="inception_v2", image_size=32, epochs=3, batch_size=32, lr=2e-3, opt="adamw",
-                  weight_decay=0.01, momentum=0.9, label_smoothing=0.0, aux_weight=0.3,
-                  train_subset=8000, val_fraction=0.1, lr_schedule="cosine", warmup_epochs=0.1),
-    # The seeds' experiment: AdamW lr 1e-4, batch 32, aux 0.3, smoothing 1e-4, wd 0.01, 10 epochs,
-    # at the model's own input size (224 for V2, 299 for V3).
-    "seed": dict(model="inception_v3", image_size=None, epochs=10, batch_size=32, lr=1e-4, opt="adamw",
-                 weight_decay=0.01, momentum=0.9, label_smoothing=1e-4, aux_weight=0.3,
-                 train_subset=None, val_fraction=0.1, lr_schedule="constant", warmup_epochs=0.0),
-}
-DEFAULTS = dict(dataset="mnist", download=True, seed=0, width=1.0, data_dir=None, output_dir=None, augment_shift=0,
-                lr_step_epochs=None, lr_gamma=0.1, clip_grad=None, print_freq=50, dry_run=False, profile=False,
-                eval_batch_size=None, prefetch=False)
+HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+# Memory a training step keeps per pixel of each image, in bytes, at width 1 (activations, their
+# gradients, workspaces): measured peaks of benchmarks.train_step, minus 16 bytes per parameter
+# for the weights, their gradients and AdamW's two moments (docs/performance.md).
+STEP_BYTES_PER_PIXEL = 3000
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: the run saved what it had and stopped; the message says how to go on."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.signum = signum
+
+
 # -- command line -----------------------------------------------------------------------------------
 
-def _positive(kind):
+def number_arg(kind, minimum=None, strict=True):
+    """An argparse type: a finite `kind` above (or at least) `minimum`."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if minimum is not None and not (value > minimum if strict else value >= minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, got {text}")
         return value
     return parse
-
-
-def _nonnegative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def _fraction(text):
-    value = _nonnegative_float(text)
-    if not value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
 
 
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    S = argparse.SUPPRESS  # unset flags stay unset, so a preset (or a resumed config) fills them
-    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                   help="starting configuration; explicit flags override it")
+    S = argparse.SUPPRESS  # unset flags stay unset, so the preset (or a resumed config) fills them
+    p.add_argument("--preset", choices=sorted(run_config.PRESETS), default=S,
+                   help="starting configuration (default: quick); explicit flags override it")
     p.add_argument("--model", choices=sorted(MODELS), default=S)
-    p.add_argument("--dataset", choices=sorted(data.DATASETS), default=S, help="default: mnist")
+    p.add_argument("--dataset", choices=sorted(data.DATASETS), default=S,
+                   help=f"default: {Config.dataset}")
     p.add_argument("--data-dir", default=S, help="folder with the IDX files (else $NN_DATA_DIR, the cache, "
                                                    "or a download)")
     p.add_argument("--no-download", dest="download", action="store_false", default=S,
                    help="never download: fail if the files are not on disk")
-    p.add_argument("--epochs", type=_positive(int), default=S)
-    p.add_argument("-b", "--batch-size", type=_positive(int), default=S)
-    p.add_argument("--eval-batch-size", type=_positive(int), default=S, help="default: 2 x batch size")
-    p.add_argument("--lr", "--learning-rate", dest="lr", type=_positive(float), default=S)
+    p.add_argument("--epochs", type=number_arg(int, 0), default=S)
+    p.add_argument("-b", "--batch-size", type=number_arg(int, 0), default=S)
+    p.add_argument("--eval-batch-size", type=number_arg(int, 0), default=S, help="default: 2 x batch size")
+    p.add_argument("--lr", "--learning-rate", dest="lr", type=number_arg(float, 0), default=S)
     p.add_argument("--opt", choices=["sgd", "adam", "adamw"], default=S)
-    p.add_argument("--momentum", type=_nonnegative_float, default=S, help="SGD only")
-    p.add_argument("--wd", "--weight-decay", dest="weight_decay", type=_nonnegative_float, default=S)
-    p.add_argument("--label-smoothing", "--smoothing", dest="label_smoothing", type=_fraction, default=S)
-    p.add_argument("--aux-weight", type=_nonnegative_float, default=S)
-    p.add_argument("--image-size", type=_positive(int), default=S,
+    p.add_argument("--momentum", type=number_arg(float, 0, strict=False), default=S, help="SGD only")
+    p.add_argument("--wd", "--weight-decay", dest="weight_decay", type=number_arg(float, 0, strict=False),
+                   default=S)
+    p.add_argument("--label-smoothing", "--smoothing", dest="label_smoothing",
+                   type=number_arg(float, 0, strict=False), default=S)
+    p.add_argument("--aux-weight", type=number_arg(float, 0, strict=False), default=S)
+    p.add_argument("--image-size", type=number_arg(int, 0), default=S,
                    help="square input size (the quick preset uses 32; seed: 224 for V2, 299 for V3)")
-    p.add_argument("--width", type=_positive(float), default=S, help="channel width multiplier")
-    p.add_argument("--train-subset", type=_positive(int), default=S,
+    p.add_argument("--width", type=number_arg(float, 0), default=S, help="channel width multiplier")
+    p.add_argument("--train-subset", type=number_arg(int, 0), default=S,
                    help="use this many training images (before the validation split)")
-    p.add_argument("--val-fraction", type=_fraction, default=S)
+    p.add_argument("--val-fraction", type=number_arg(float, 0, strict=False), default=S)
     p.add_argument("--augment-shift", type=int, choices=range(0, 5), default=S,
                    help="random shifts of up to this many pixels (training only)")
     p.add_argument("--lr-schedule", choices=["constant", "step", "cosine"], default=S)
-    p.add_argument("--warmup-epochs", type=_nonnegative_float, default=S)
-    p.add_argument("--lr-step-epochs", type=_positive(int), default=S, help="step schedule: decay every N epochs")
-    p.add_argument("--lr-gamma", type=_positive(float), default=S, help="step schedule: decay factor")
-    p.add_argument("--clip-grad", type=_positive(float), default=S, help="clip the global gradient norm")
-    p.add_argument("--seed", type=int, default=S)
+    p.add_argument("--warmup-epochs", type=number_arg(float, 0, strict=False), default=S)
+    p.add_argument("--lr-step-epochs", type=number_arg(int, 0), default=S,
+                   help="step schedule: decay every N epochs")
+    p.add_argument("--lr-gamma", type=number_arg(float, 0), default=S, help="step schedule: decay factor")
+    p.add_argument("--clip-grad", type=number_arg(float, 0), default=S, help="clip the global gradient norm")
+    p.add_argument("--seed", type=number_arg(int), default=S)
     p.add_argument("--output-dir", default=S, help="default: runs/<model>_<dataset>")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run that --output-dir holds (without it, such a folder is refused)")
     p.add_argument("--resume", metavar="CHECKPOINT", default=None,
-                   help="continue the run saved in this checkpoint.npz, with its configuration")
-    p.add_argument("-p", "--print-freq", type=_positive(int), default=S,
+                   help="continue the run saved in this checkpoint.npz, with its configuration, "
+                        "in its folder (or in --output-dir)")
+    p.add_argument("-p", "--print-freq", type=number_arg(int, 0), default=S,
                    help="batches between progress lines when not on a terminal")
     p.add_argument("--prefetch", action="store_true", default=S,
                    help="prepare the next batch in a background thread (preparing one takes 0.2-1.4 ms "
@@ -132,59 +136,76 @@ def build_parser():
     return p
 
 
+def given_settings(args):
+    """The settings given on the command line, by Config field name."""
+    return {k: v for k, v in vars(args).items() if k in run_config.FIELDS}
+
+
 def make_config(args):
-    """Preset values, then defaults, then the flags given on the command line."""
-    given = {k: v for k, v in vars(args).items() if k not in ("preset", "resume")}
-    config = {**DEFAULTS, **PRESETS[args.preset], **given, "preset": args.preset}
-    if config["image_size"] is None:
-        config["image_size"] = DEFAULT_IMAGE_SIZE[config["model"]]
-    if config["output_dir"] is None:
-        config["output_dir"] = os.path.join("runs", f"{config['model']}_{config['dataset']}")
-    if config["dry_run"]:
-        config["epochs"] = 1
-    return config
+    """The preset's settings, then the flags given on the command line (checked)."""
+    settings = given_settings(args)
+    return run_config.make(settings.pop("preset", "quick"), **settings)
+
+
+def resumed_config(saved, given, path):
+    """A resumed run keeps its configuration; a flag that would change what it computes is
+    refused (naming it), a "how" flag (epochs, output folder, ...) is taken."""
+    conflicts = [f"{saved.flag(k)} {v!r} (the run has {getattr(saved, k)!r})" for k, v in given.items()
+                 if k not in run_config.HOW and v != getattr(saved, k)]
+    if conflicts:
+        raise ConfigError(f"a resumed run keeps the configuration it was started with; {path} differs in "
+                          f"{'; '.join(conflicts)}. Drop these flags to continue the run, or start a new "
+                          f"run from its weights with --initial-checkpoint {path}")
+    how = {k: v for k, v in given.items() if k in run_config.HOW}
+    if "output_dir" not in how:   # the run continues where its checkpoint is, wherever it was moved
+        how["output_dir"] = os.path.dirname(os.path.abspath(path))
+    return run_config.resolve(dataclasses.replace(saved, **how))
 
 
 # -- pieces of a run --------------------------------------------------------------------------------
 
 def make_optimizer(model, config):
     params = model.parameters()
-    if config["opt"] == "sgd":
-        return optim.SGD(params, lr=config["lr"], momentum=config["momentum"],
-                         weight_decay=config["weight_decay"], nesterov=False)
-    cls = optim.AdamW if config["opt"] == "adamw" else optim.Adam
-    return cls(params, lr=config["lr"], weight_decay=config["weight_decay"])
+    if config.opt == "sgd":
+        return optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                         weight_decay=config.weight_decay, nesterov=False)
+    cls = optim.AdamW if config.opt == "adamw" else optim.Adam
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def make_scheduler(opt, config, steps_per_epoch):
     """Stepped once per batch: warm-up over warmup_epochs, then constant / step / cosine."""
-    total = max(1, config["epochs"] * steps_per_epoch)
-    schedule = config["lr_schedule"]
-    if schedule == "cosine":
+    total = max(1, config.epochs * steps_per_epoch)
+    if config.lr_schedule == "cosine":
         main = optim.CosineAnnealingLR(opt, T_max=total)
-    elif schedule == "step":
-        every = config["lr_step_epochs"] or max(1, config["epochs"] // 3)
-        main = optim.StepLR(opt, step_size=every * steps_per_epoch, gamma=config["lr_gamma"])
+    elif config.lr_schedule == "step":
+        every = config.lr_step_epochs or max(1, config.epochs // 3)
+        main = optim.StepLR(opt, step_size=every * steps_per_epoch, gamma=config.lr_gamma)
     else:
         main = optim.ConstantLR(opt)
-    warmup = int(round(config["warmup_epochs"] * steps_per_epoch))
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
     if warmup == 0:
         return main
     return optim.ChainedScheduler([optim.LinearWarmup(opt, warmup), main])
 
 
 def load_data(config, log):
-    info = data.dataset_info(config["dataset"])
-    x, y = data.load_split(config["dataset"], "train", config["data_dir"], config["download"], log=log)
-    if config["train_subset"] and config["train_subset"] < len(x):
-        keep = np.sort(np.random.default_rng(config["seed"]).permutation(len(x))[:config["train_subset"]])
+    """The data set's info and its training, validation and test splits (test None if absent)."""
+    info = data.dataset_info(config.dataset)
+    x, y = data.load_split(config.dataset, "train", config.data_dir, config.download, log=log)
+    if config.train_subset and config.train_subset < len(x):
+        keep = np.sort(np.random.default_rng(config.seed).permutation(len(x))[:config.train_subset])
         x, y = x[keep], y[keep]
-    train_idx, val_idx = data.train_val_split(y, config["val_fraction"], seed=config["seed"])
+    train_idx, val_idx = data.train_val_split(y, config.val_fraction, seed=config.seed)
+    if len(train_idx) == 0:
+        raise ConfigError(f"the training set is empty ({len(y)} images in {config.dataset}'s training "
+                          f"split, {len(val_idx)} of them for validation): lower --val-fraction or "
+                          "check the data files")
     if len(val_idx) == 0:
-        raise ValueError(f"the validation set is empty: raise --val-fraction (got {config['val_fraction']}) "
-                         f"or the training subset ({len(y)} images)")
+        raise ConfigError(f"the validation set is empty: raise --val-fraction (got {config.val_fraction}) "
+                          f"or the training subset ({len(y)} images)")
     try:
-        test = data.load_split(config["dataset"], "test", config["data_dir"], config["download"], log=log)
+        test = data.load_split(config.dataset, "test", config.data_dir, config.download, log=log)
     except data.DataNotFoundError as err:
         log(f"note: no test set ({str(err).splitlines()[0]}); the report covers training and validation")
         test = None
@@ -193,15 +214,73 @@ def load_data(config, log):
 
 def loader(split, config, info, train=False):
     images, labels = split
-    bs = config["batch_size"] if train else (config["eval_batch_size"] or 2 * config["batch_size"])
-    return data.BatchLoader(images, labels, bs, config["image_size"], info.mean, info.std,
-                            shuffle=train, seed=config["seed"], drop_last=train and len(images) > bs,
-                            augment_shift=config["augment_shift"] if train else 0,
-                            prefetch=config["prefetch"])
+    bs = config.batch_size if train else (config.eval_batch_size or 2 * config.batch_size)
+    return data.BatchLoader(images, labels, bs, config.image_size, info.mean, info.std,
+                            shuffle=train, seed=config.seed, drop_last=train and len(images) > bs,
+                            augment_shift=config.augment_shift if train else 0,
+                            prefetch=config.prefetch)
 
 
-def evaluate(model, batches, criterion, num_classes, max_batches=None):
-    """Eval-mode pass: (mean main-head loss, confusion matrix). Restores the model's mode."""
+def check_memory(model, config):
+    """Refuse a step that cannot fit in this machine's memory before allocating it, naming the
+    flags that size it (an --image-size of 100000 would otherwise fail deep inside NumPy)."""
+    available = _available_memory()
+    if available is None:
+        return
+    need = (16 * model.num_parameters()
+            + STEP_BYTES_PER_PIXEL * config.width * config.batch_size * config.image_size ** 2)
+    if need > available:
+        raise ConfigError(f"--image-size {config.image_size} with -b {config.batch_size} needs about "
+                          f"{need / 2**30:,.1f} GiB for a training step of {config.model}; this machine has "
+                          f"{available / 2**30:.1f} GiB available: lower --image-size or -b/--batch-size")
+
+
+def _available_memory():
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM set a flag that the run reads between steps and between
+    evaluation batches, so that a checkpoint is never taken in the middle of an update, and
+    nothing is ever interrupted inside a Numba kernel (which turns a KeyboardInterrupt into a
+    SystemError). Pressing Ctrl-C again changes nothing: the run is already stopping."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, log=print):
+        self.signum, self.log, self.previous = None, log, {}
+
+    @property
+    def requested(self):
+        return self.signum is not None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            if self.signum is None:
+                self.log(f"\n{signal.Signals(signum).name}: stopping after this batch, saving a checkpoint")
+            self.signum = self.signum or signum
+        try:
+            self.previous = {s: signal.signal(s, handler) for s in self.SIGNALS}
+        except ValueError:  # not the main thread: leave the signals alone
+            self.previous = {}
+        return self
+
+    def __exit__(self, *exc):
+        for s, previous in self.previous.items():
+            signal.signal(s, previous)
+
+    def stop(self, message):
+        raise Interrupted(message, self.signum)
+
+
+def evaluate(model, batches, criterion, num_classes, max_batches=None, stop=None):
+    """Eval-mode pass: (mean main-head loss, confusion matrix). Restores the model's mode.
+    Raises Interrupted between batches once `stop` is requested."""
     was_training = model.training
     model.eval()
     total_loss, count = 0.0, 0
@@ -210,6 +289,8 @@ def evaluate(model, batches, criterion, num_classes, max_batches=None):
         for i, (x, y) in enumerate(batches):
             if max_batches is not None and i >= max_batches:
                 break
+            if stop is not None and stop.requested:
+                stop.stop("evaluation interrupted")
             with nn.no_grad():   # keeps no layer's cache: a fraction of a training step's memory
                 logits = model(x)
             total_loss += criterion(logits, y) * len(y)
@@ -266,34 +347,6 @@ class Progress:
             self.bar.close()
 
 
-class StopRequest:
-    """Ctrl-C sets a flag that the loop reads between steps, so a checkpoint is never taken in
-    the middle of an update; a second Ctrl-C interrupts at once."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __enter__(self):
-        def handler(signum, frame):
-            if self.requested:
-                raise KeyboardInterrupt
-            self.requested = True
-        try:
-            self.previous = signal.signal(signal.SIGINT, handler)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self.previous = None
-        return self
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-
-# Flags that may differ in a resumed run; everything else comes from the checkpoint.
-RESUME_OVERRIDES = ("epochs", "data_dir", "download", "output_dir", "print_freq", "prefetch")
-HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
-
-
 def write_history(path, history):
     def write(f):
         writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
@@ -304,174 +357,287 @@ def write_history(path, history):
 
 
 def describe(config, n_train, n_val, steps_per_epoch):
-    name = {"inception_v2": "Inception-V2", "inception_v3": "Inception-V3"}[config["model"]]
-    width = "" if config["width"] == 1 else f" (width x{config['width']:g})"
-    return (f"{config['preset']} preset: {name}{width} at {config['image_size']}x{config['image_size']}"
-            f" on {config['dataset']}, {n_train:,} training / {n_val:,} validation images, "
-            f"{config['epochs']} epochs of {steps_per_epoch} batches of {config['batch_size']}; "
-            f"{config['opt']} lr {config['lr']:g} ({config['lr_schedule']}), weight decay "
-            f"{config['weight_decay']:g}, label smoothing {config['label_smoothing']:g}, "
-            f"aux weight {config['aux_weight']:g}; outputs in {config['output_dir']}")
+    name = {"inception_v2": "Inception-V2", "inception_v3": "Inception-V3"}[config.model]
+    width = "" if config.width == 1 else f" (width x{config.width:g})"
+    return (f"{config.preset} preset: {name}{width} at {config.image_size}x{config.image_size}"
+            f" on {config.dataset}, {n_train:,} training / {n_val:,} validation images, "
+            f"{config.epochs} epochs of {steps_per_epoch} batches of {config.batch_size}; "
+            f"{config.opt} lr {config.lr:g} ({config.lr_schedule}), weight decay "
+            f"{config.weight_decay:g}, label smoothing {config.label_smoothing:g}, "
+            f"aux weight {config.aux_weight:g}; outputs in {config.output_dir}")
 
 
 # -- the run ----------------------------------------------------------------------------------------
 
-def run(config, resume=None, log=print):
-    """Train as configured (or continue `resume`); returns the final report as a dict."""
-    if resume is not None:
-        arrays = read_checkpoint(resume)
-        saved = json.loads(str(arrays["meta"]))["config"]
-        keep = {k: config[k] for k in RESUME_OVERRIDES if config.get(f"_{k}_given")}
-        config = {**saved, **keep}
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
-    if config["image_size"] < min_image_size(config["model"]):
-        raise ValueError(f"--image-size {config['image_size']} is too small for {config['model']}: "
-                         f"the minimum is {min_image_size(config['model'])}")
-    out = config["output_dir"]
-    os.makedirs(out, exist_ok=True)
-    info, train_split, val_split, test_split = load_data(config, log)
-    num_classes = len(info.classes)
+@dataclass
+class Run:
+    """Everything a run holds between its steps."""
+    config: Config
+    folder: RunFolder
+    info: object
+    splits: dict                 # "training", "validation", "testing" (if any): (images, labels)
+    model: nn.Module
+    opt: optim.Optimizer
+    sched: optim.LRScheduler
+    criteria: list
+    train_loader: data.BatchLoader
+    steps_per_epoch: int
+    meta: dict
+    log: object = print
+    stop: StopRequest = None
+    eval_batches: int = None     # --dry-run: one batch per evaluation
+    timing: dict = field(default_factory=dict)
 
-    nn.manual_seed(config["seed"])
-    model = build(config["model"], num_classes=num_classes, width=config["width"])
-    for i, m in enumerate(m for m in model.modules() if isinstance(m, nn.Dropout)):
-        m.reseed([config["seed"], i])
-    train_loader = loader(train_split, config, info, train=True)
-    steps_per_epoch = 2 if config["dry_run"] else len(train_loader)
-    opt = make_optimizer(model, config)
-    sched = make_scheduler(opt, config, steps_per_epoch)
-    criteria = [nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"]) for _ in range(3)]
-    eval_batches = 1 if config["dry_run"] else None
+    @property
+    def num_classes(self):
+        return len(self.info.classes)
 
-    meta = {"config": config, "epoch": 0, "step": 0, "history": [], "best_val_accuracy": -1.0,
-            "best_epoch": 0, "running": [0.0, 0, 0]}
-    if resume is not None:
-        meta = restore(arrays, resume, model, opt, sched)
-        meta["config"] = config
-        log(f"resumed from {resume}: epoch {meta['epoch'] + 1}, batch {meta['step']}")
-    log(describe(config, len(train_split[1]), len(val_split[1]), steps_per_epoch))
-    if nn.kernels.use_numba():
-        log("(the first batch loads the Numba kernels: 30-50 s the first time on a machine, "
-            "while they compile into nn/__pycache__; under a second afterwards)")
-    ckpt_path, best_path = os.path.join(out, "checkpoint.npz"), os.path.join(out, "model_best.npz")
+    def save(self, epoch, step, running):
+        self.meta.update(epoch=epoch, step=step, running=running)
+        save_checkpoint(self.folder.file("checkpoint.npz"), self.model, self.opt, self.sched, self.meta)
 
-    def save(epoch, step, running):
-        meta.update(epoch=epoch, step=step, running=running)
-        save_checkpoint(ckpt_path, model, opt, sched, meta)
+    def interrupted(self, where):
+        path = self.folder.file("checkpoint.npz")
+        self.stop.stop(f"interrupted {where}: saved {path}; continue with --resume {path}")
 
-    first_step_done = None  # the first step loads kernels: time the three after it
-    with StopRequest() as stop:
-        for epoch in range(meta["epoch"], config["epochs"]):
-            start_step = meta["step"] if epoch == meta["epoch"] else 0
-            loss_sum, correct, seen = meta["running"] if start_step else (0.0, 0, 0)
-            train_loader.set_epoch(epoch, start_step)
-            model.train()
-            progress = Progress(steps_per_epoch, f"Epoch {epoch + 1}/{config['epochs']}",
-                                config["print_freq"], log, initial=start_step)
-            t0 = time.perf_counter()
-            step = start_step
-            for x, y in train_loader:
-                if step >= steps_per_epoch:
-                    break
-                t = time.perf_counter()
-                one_step = lambda: train_step(model, x, y, criteria, config["aux_weight"], opt,
-                                              config["clip_grad"])
-                if config["profile"] and step == start_step + 1:  # the first step compiles kernels
-                    (loss, total, logits), timings = profile_step(model, one_step)
-                    log(format_profile(timings, len(y)))
-                else:
-                    loss, total, logits = one_step()
-                if not math.isfinite(total):
-                    progress.close()
-                    last = (f"the last good checkpoint is {ckpt_path} (epoch {meta['epoch']})"
-                            if os.path.exists(ckpt_path) else "no checkpoint was saved yet")
-                    raise TrainingDiverged(
-                        f"the loss became {total} at epoch {epoch + 1}, batch {step + 1} (global step "
-                        f"{epoch * steps_per_epoch + step + 1}); stopping. Lower --lr or set --clip-grad; {last}")
-                sched.step()
-                step += 1
-                loss_sum += loss * len(y)
-                correct += int((logits.argmax(axis=1) == y).sum())
-                seen += len(y)
-                progress.update(loss_sum / seen, correct / seen, len(y) / (time.perf_counter() - t))
-                if step == start_step + 1 and first_step_done is None:
-                    first_step_done = time.perf_counter()
-                elif step == start_step + 4 and first_step_done:
-                    per_step = (time.perf_counter() - first_step_done) / 3
-                    first_step_done = 0
-                    log(f"about {per_step:.2f} s per batch: {per_step * steps_per_epoch / 60:.1f} min per epoch, "
-                        f"{per_step * steps_per_epoch * config['epochs'] / 60:.1f} min for the run (estimate)")
-                if stop.requested:
-                    progress.close()
-                    save(epoch, step, [loss_sum, correct, seen])
-                    log(f"\ninterrupted: saved {ckpt_path} at epoch {epoch + 1}, batch {step}; "
-                        f"continue with --resume {ckpt_path}")
-                    raise KeyboardInterrupt
-            progress.close()
-            val_loss, val_cm = evaluate(model, loader(val_split, config, info), criteria[0], num_classes,
-                                        eval_batches)
-            val_acc = float(np.trace(val_cm) / max(val_cm.sum(), 1))
-            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
-                   "train_accuracy": correct / max(seen, 1), "val_loss": float(val_loss),
-                   "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"],
-                   "seconds": time.perf_counter() - t0}
-            meta["history"].append(row)
-            log(f"Epoch {epoch + 1}/{config['epochs']} - {row['seconds']:.1f}s - loss: {row['train_loss']:.4f}"
-                f" - accuracy: {row['train_accuracy']:.4f} - val_loss: {val_loss:.4f} - val_accuracy: "
-                f"{val_acc:.4f} - lr: {row['lr']:.3g}")
-            if val_acc > meta["best_val_accuracy"]:
-                meta.update(best_val_accuracy=val_acc, best_epoch=epoch + 1)
-            save(epoch + 1, 0, [0.0, 0, 0])
-            if meta["best_epoch"] == epoch + 1:
-                save_checkpoint(best_path, model, opt, sched, meta)
-            write_history(os.path.join(out, "history.csv"), meta["history"])
-            plot_curves(meta["history"], out, config["dataset"])
-            if stop.requested and epoch + 1 < config["epochs"]:  # Ctrl-C during the evaluation
-                log(f"\ninterrupted: saved {ckpt_path} after epoch {epoch + 1}; "
-                    f"continue with --resume {ckpt_path}")
-                raise KeyboardInterrupt
 
-    restore(read_checkpoint(best_path), best_path, model)
-    splits = {"training": train_split, "validation": val_split}
-    if test_split is not None:
-        splits["testing"] = test_split
-    heading = (f"# {config['model']} on {config['dataset']}\n\nBest validation accuracy at epoch "
-               f"{meta['best_epoch']} of {config['epochs']}; figures of that model.")
-    report = report_on(model, config, info, splits, criteria[0], heading, log, eval_batches)
+def setup(config, resume=None, overwrite=False, log=print):
+    """Check what can be checked, then build the run: new, or restored from `resume` (whose
+    config is then `config`: see resumed_config)."""
+    arrays = read_checkpoint(resume) if resume is not None else None
+    run_id = arrays["meta"].get("run_id") if arrays is not None else None
+    folder = RunFolder(config.output_dir)
+    stale = folder.claim(run_id or "new run", overwrite=overwrite)
+    try:
+        if stale:
+            log(f"removed {len(stale)} temporary file(s) left by an interrupted write in {folder.path}")
+        info, train_split, val_split, test_split = load_data(config, log)
+        nn.manual_seed(config.seed)
+        model = build(config.model, num_classes=len(info.classes), width=config.width)
+        check_memory(model, config)
+        for i, m in enumerate(m for m in model.modules() if isinstance(m, nn.Dropout)):
+            m.reseed([config.seed, i])
+        train_loader = loader(train_split, config, info, train=True)
+        steps_per_epoch = 2 if config.dry_run else len(train_loader)
+        opt = make_optimizer(model, config)
+        sched = make_scheduler(opt, config, steps_per_epoch)
+        meta = {"config": run_config.to_dict(config), "run_id": uuid.uuid4().hex, "epoch": 0, "step": 0,
+                "history": [], "best_val_accuracy": -1.0, "best_epoch": 0, "running": [0.0, 0, 0]}
+        if arrays is not None:
+            meta = restore(arrays, resume, model, opt, sched)
+            meta["config"] = run_config.to_dict(config)
+            meta.setdefault("run_id", run_id or uuid.uuid4().hex)
+            _bring_best_model(resume, folder, meta, log)
+            log(f"resumed from {resume}: epoch {meta['epoch'] + 1}, batch {meta['step']}")
+        splits = {"training": train_split, "validation": val_split}
+        if test_split is not None:
+            splits["testing"] = test_split
+        atomic_write(folder.file("config.json"),
+                     lambda f: json.dump(run_config.to_dict(config), f, indent=2), mode="w")
+    except BaseException:
+        folder.release()
+        raise
+    return Run(config, folder, info, splits, model, opt, sched,
+               [nn.CrossEntropyLoss(label_smoothing=config.label_smoothing) for _ in range(3)],
+               train_loader, steps_per_epoch, meta, log, eval_batches=1 if config.dry_run else None)
+
+
+def _bring_best_model(resume, folder, meta, log):
+    """A run resumed into another folder takes its best model along (the report needs it)."""
+    source = os.path.join(os.path.dirname(os.path.abspath(resume)), "model_best.npz")
+    target = folder.file("model_best.npz")
+    if os.path.abspath(source) != os.path.abspath(target) and os.path.exists(source):
+        with open(source, "rb") as f:
+            payload = f.read()
+        atomic_write(target, lambda out: out.write(payload))
+        log(f"copied the run's best model so far (epoch {meta['best_epoch']}) to {target}")
+
+
+def train_epoch(run, epoch):
+    """One epoch's training batches (from where a resumed run stopped); returns (loss sum,
+    correct, seen). Raises TrainingDiverged on a NaN or infinite loss, Interrupted (after
+    saving) when asked to stop."""
+    config, meta = run.config, run.meta
+    start_step = meta["step"] if epoch == meta["epoch"] else 0
+    loss_sum, correct, seen = meta["running"] if start_step else (0.0, 0, 0)
+    run.train_loader.set_epoch(epoch, start_step)
+    run.model.train()
+    progress = Progress(run.steps_per_epoch, f"Epoch {epoch + 1}/{config.epochs}", config.print_freq,
+                        run.log, initial=start_step)
+    step = start_step
+    try:
+        for x, y in run.train_loader:
+            if step >= run.steps_per_epoch:
+                break
+            t = time.perf_counter()
+            loss, total, logits = _step(run, x, y, profile=config.profile and step == start_step + 1)
+            if not math.isfinite(total):
+                path = run.folder.file("checkpoint.npz")
+                last = (f"the last good checkpoint is {path} (epoch {meta['epoch']})"
+                        if os.path.exists(path) else "no checkpoint was saved yet")
+                raise TrainingDiverged(
+                    f"the loss became {total} at epoch {epoch + 1}, batch {step + 1} (global step "
+                    f"{epoch * run.steps_per_epoch + step + 1}); stopping. Lower --lr or set --clip-grad; {last}")
+            run.sched.step()
+            step += 1
+            loss_sum += loss * len(y)
+            correct += int((logits.argmax(axis=1) == y).sum())
+            seen += len(y)
+            progress.update(loss_sum / seen, correct / seen, len(y) / (time.perf_counter() - t))
+            _estimate(run, step - start_step)
+            if run.stop.requested:
+                progress.close()
+                run.save(epoch, step, [loss_sum, correct, seen])
+                run.interrupted(f"at epoch {epoch + 1}, batch {step}")
+    finally:
+        progress.close()
+    return loss_sum, correct, seen
+
+
+def _step(run, x, y, profile):
+    one_step = lambda: train_step(run.model, x, y, run.criteria, run.config.aux_weight, run.opt,
+                                  run.config.clip_grad)
+    try:
+        if profile:  # the first step loads the kernels: profile the second
+            result, timings = profile_step(run.model, one_step)
+            run.log(format_profile(timings, len(y)))
+            return result
+        return one_step()
+    except nn.batchnorm.TooFewValues as err:
+        raise ConfigError(f"{err}: batch norm needs more than one value per channel to train, and at "
+                          f"--image-size {run.config.image_size} the last layers see small maps; raise "
+                          f"-b/--batch-size (batches of {len(y)} image(s) here)") from None
+
+
+def _estimate(run, steps_done):
+    """After the first step (which loads the kernels), time the next three and print the estimate."""
+    if steps_done == 1:
+        run.timing["after_first"] = time.perf_counter()
+    elif steps_done == 4 and "after_first" in run.timing and "estimated" not in run.timing:
+        per_step = (time.perf_counter() - run.timing["after_first"]) / 3
+        run.timing["estimated"] = per_step
+        minutes = per_step * run.steps_per_epoch / 60
+        run.log(f"about {per_step:.2f} s per batch: {minutes:.1f} min per epoch, "
+                f"{minutes * run.config.epochs:.1f} min for the run (estimate)")
+
+
+def end_epoch(run, epoch, sums, seconds):
+    """Evaluate on the validation set, record the epoch, save the checkpoint (and the best model),
+    the history and the curves."""
+    loss_sum, correct, seen = sums
+    meta = run.meta
+    try:
+        val_loss, val_cm = evaluate(run.model, loader(run.splits["validation"], run.config, run.info),
+                                    run.criteria[0], run.num_classes, run.eval_batches, run.stop)
+    except Interrupted:   # redo only the evaluation on resume: the epoch's batches are done
+        run.save(epoch, run.steps_per_epoch, [loss_sum, correct, seen])
+        run.interrupted(f"during the evaluation after epoch {epoch + 1}")
+    val_acc = float(np.trace(val_cm) / max(val_cm.sum(), 1))
+    row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+           "val_loss": float(val_loss), "val_accuracy": val_acc, "lr": run.opt.param_groups[0]["lr"],
+           "seconds": seconds}
+    meta["history"].append(row)
+    run.log(f"Epoch {epoch + 1}/{run.config.epochs} - {seconds:.1f}s - loss: {row['train_loss']:.4f}"
+            f" - accuracy: {row['train_accuracy']:.4f} - val_loss: {val_loss:.4f} - val_accuracy: "
+            f"{val_acc:.4f} - lr: {row['lr']:.3g}")
+    if val_acc > meta["best_val_accuracy"]:
+        meta.update(best_val_accuracy=val_acc, best_epoch=epoch + 1)
+    run.save(epoch + 1, 0, [0.0, 0, 0])
+    if meta["best_epoch"] == epoch + 1:
+        save_checkpoint(run.folder.file("model_best.npz"), run.model, run.opt, run.sched, meta)
+    write_history(run.folder.file("history.csv"), meta["history"])
+    plot_curves(meta["history"], run.folder.path, run.config.dataset)
+
+
+def finish(run):
+    """Evaluate the best model on every split and write report.md, report.json and the
+    confusion matrix of the last split. Returns the report as a dict."""
+    config, meta = run.config, run.meta
+    best = run.folder.file("model_best.npz")
+    run.log(f"evaluating the best model (epoch {meta['best_epoch']}) on the "
+            f"{', '.join(run.splits)} sets for the report")
+    if os.path.exists(best):
+        restore(read_checkpoint(best), best, run.model)
+        heading = (f"# {config.model} on {config.dataset}\n\nBest validation accuracy at epoch "
+                   f"{meta['best_epoch']} of {config.epochs}; figures of that model.")
+    else:
+        heading = (f"# {config.model} on {config.dataset}\n\n(no best model was found in "
+                   f"{run.folder.path}: figures of the model after epoch {meta['epoch']})")
+    report = report_on(run.model, config, run.info, run.splits, run.criteria[0], heading, run.log,
+                       run.eval_batches, run.stop)
     report.update(best_epoch=meta["best_epoch"], history=meta["history"])
     markdown = report.pop("markdown")
-    atomic_write(os.path.join(out, "report.md"), lambda f: f.write(markdown + "\n"), mode="w")
-    atomic_write(os.path.join(out, "report.json"), lambda f: json.dump(report, f, indent=2), mode="w")
+    last = list(report["splits"])[-1]
+    plot_confusion_matrix(np.array(report["splits"][last]["confusion_matrix"]), list(run.info.classes),
+                          run.folder.file("confusion_matrix.png"), f"{config.model} on {config.dataset}, {last}")
+    atomic_write(run.folder.file("report.md"), lambda f: f.write(markdown + "\n"), mode="w")
+    atomic_write(run.folder.file("report.json"), lambda f: json.dump(report, f, indent=2), mode="w")
     return report
 
 
-def report_on(model, config, info, splits, criterion, heading, log, max_batches=None):
+def run(config, resume=None, overwrite=False, log=print):
+    """Train as configured (or continue `resume`, whose configuration `config` then is); returns
+    the final report as a dict."""
+    the_run = setup(config, resume, overwrite, log)
+    try:
+        with StopRequest(log) as stop:
+            the_run.stop = stop
+            log(describe(config, len(the_run.splits["training"][1]), len(the_run.splits["validation"][1]),
+                         the_run.steps_per_epoch))
+            if nn.kernels.use_numba():
+                log("(the first batch loads the Numba kernels: 20-40 s the first time on a machine, "
+                    "while they compile into nn/__pycache__; under a second afterwards)")
+            for epoch in range(the_run.meta["epoch"], config.epochs):
+                t0 = time.perf_counter()
+                sums = train_epoch(the_run, epoch)
+                end_epoch(the_run, epoch, sums, time.perf_counter() - t0)
+                if stop.requested and epoch + 1 < config.epochs:
+                    the_run.interrupted(f"after epoch {epoch + 1}")
+            try:
+                return finish(the_run)
+            except Interrupted:
+                stop.stop(f"interrupted while writing the report: the run is complete and saved in "
+                          f"{the_run.folder.path}; python -m models.evaluate --checkpoint "
+                          f"{the_run.folder.file('model_best.npz')} prints the report")
+    finally:
+        the_run.folder.release()
+
+
+def report_on(model, config, info, splits, criterion, heading, log, max_batches=None, stop=None):
     """Evaluate on each split and print the seeds' tables and the last split's classification
     report. Returns {"config", "splits": figures, "markdown": the tables}."""
     results = {}
     for name, split in splits.items():
-        loss, cm = evaluate(model, loader(split, config, info), criterion, len(info.classes), max_batches)
+        loss, cm = evaluate(model, loader(split, config, info), criterion, len(info.classes), max_batches, stop)
         results[name] = {"loss": float(loss), "cm": cm}
     markdown = heading + "\n\n" + markdown_report(results, list(info.classes))
     log("\n" + markdown)
     last = list(results)[-1]
     log(f"\n{last} set:\n" + classification_report(results[last]["cm"], list(info.classes)))
-    return {"config": config, "splits": report_json(results, list(info.classes)), "markdown": markdown}
+    return {"config": run_config.to_dict(config), "splits": report_json(results, list(info.classes)),
+            "markdown": markdown}
+
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    nn.keep_freed_memory()  # no page faults for every step's large temporaries (nn/runtime.py)
-    config = make_config(args)
-    for key in RESUME_OVERRIDES:
-        config[f"_{key}_given"] = key in vars(args)
     try:
-        run(config, resume=args.resume)
-    except KeyboardInterrupt:
+        if args.resume is not None:
+            saved = read_checkpoint(args.resume)["config"]
+            config = resumed_config(saved, given_settings(args), args.resume)
+        else:
+            config = make_config(args)
+        run(config, resume=args.resume, overwrite=args.overwrite)
+    except Interrupted as stopped:
+        print(f"\n{stopped}", file=sys.stderr)
+        return EXIT_CODES.get(stopped.signum, 130)
+    except KeyboardInterrupt:   # before the run's own handler was in place
         print("stopped.", file=sys.stderr)
         return 130
-    except TrainingDiverged as err:
+    except (TrainingDiverged, WriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except (data.DataNotFoundError, data.IDXError, FileNotFoundError, ValueError) as err:

@@ -1,46 +1,46 @@
 """python -m models.train / models.evaluate: outputs, exact resume, NaN, Ctrl-C, flags, report."""
 import csv
+import dataclasses
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
 
 from models import evaluate as evaluate_cli
 from models import train as train_cli
-from models.checkpoint import checkpoint_meta, read_checkpoint
+from models.checkpoint import read_checkpoint
 from models.report import confusion_matrix, per_class_scores
-from tests.conftest import SHARED_DATA
-
-MINI = SHARED_DATA / "mnist-mini"
-needs_mini = pytest.mark.skipif(not MINI.exists(), reason="../shared/data/mnist-mini not found")
 
 
 def tiny_config(out, **overrides):
-    """A run of seconds: a narrow V2 on 16x16 images of 160 training digits."""
+    """A run of seconds: a narrow V2 on 16x16 images of 160 of the embedded training digits."""
     args = train_cli.build_parser().parse_args([
-        "--data-dir", str(MINI), "--no-download", "--width", "0.1", "--image-size", "16",
+        "--no-download", "--width", "0.1", "--image-size", "16",
         "--train-subset", "160", "--val-fraction", "0.25", "-b", "16", "--epochs", "2",
         "--output-dir", str(out), "--print-freq", "1000"])
-    config = train_cli.make_config(args)
-    config.update(overrides)
-    return config
+    return dataclasses.replace(train_cli.make_config(args), **overrides)
+
+
+def checkpoint_meta(arrays):
+    return arrays["meta"]
 
 
 def quiet(*_):
     pass
 
 
-@needs_mini
 def test_tiny_run_writes_every_output(tmp_path):
     report = train_cli.run(tiny_config(tmp_path), log=quiet)
-    for name in ("checkpoint.npz", "model_best.npz", "history.csv", "mnist_loss.png", "mnist_accuracy.png",
-                 "report.md", "report.json"):
+    for name in ("checkpoint.npz", "model_best.npz", "history.csv", "mnist-mini_loss.png",
+                 "mnist-mini_accuracy.png", "report.md", "report.json", "config.json", "confusion_matrix.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(tmp_path / "history.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert set(rows[0]) == set(train_cli.HISTORY_FIELDS)
     assert all(0 <= float(r["val_accuracy"]) <= 1 and float(r["train_loss"]) > 0 for r in rows)
-    for png in ("mnist_loss.png", "mnist_accuracy.png"):
+    for png in ("mnist-mini_loss.png", "mnist-mini_accuracy.png", "confusion_matrix.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.load(open(tmp_path / "report.json"))
     assert list(saved["splits"]) == ["training", "validation", "testing"]
@@ -50,6 +50,8 @@ def test_tiny_run_writes_every_output(tmp_path):
     meta = checkpoint_meta(read_checkpoint(tmp_path / "checkpoint.npz"))
     assert meta["epoch"] == 2 and meta["step"] == 0 and meta["config"]["width"] == 0.1
     assert report["best_epoch"] in (1, 2)
+    assert json.load(open(tmp_path / "config.json")) == meta["config"]
+    assert not (tmp_path / ".lock").exists()
 
 
 def final_state(out):
@@ -70,51 +72,46 @@ def assert_same_run(a, b):
         np.testing.assert_array_equal(arrays_a[k], arrays_b[k], err_msg=k)
 
 
-@needs_mini
+def resume(checkpoint, **flags):
+    """train_cli.run on `checkpoint`, as `--resume checkpoint` plus these flags would."""
+    config = train_cli.resumed_config(read_checkpoint(checkpoint)["config"], flags, str(checkpoint))
+    return train_cli.run(config, resume=str(checkpoint), log=quiet)
+
+
 def test_extending_a_finished_run_equals_an_uninterrupted_run(tmp_path):
     """Run 1 epoch, then --resume with --epochs 2 (a constant learning rate, so that the
     schedule does not depend on the planned number of epochs)."""
     train_cli.run(tiny_config(tmp_path / "straight", lr_schedule="constant"), log=quiet)
     train_cli.run(tiny_config(tmp_path / "split", epochs=1, lr_schedule="constant"), log=quiet)
-    config = tiny_config(tmp_path / "split")
-    config["_epochs_given"] = True
-    train_cli.run(config, resume=str(tmp_path / "split" / "checkpoint.npz"), log=quiet)
+    resume(tmp_path / "split" / "checkpoint.npz", epochs=2)
     assert_same_run(tmp_path / "straight", tmp_path / "split")
 
 
-class StopAfter(train_cli.StopRequest):
-    """Acts as if Ctrl-C were pressed after `n` training steps."""
+def signal_after(monkeypatch, steps, signum=signal.SIGINT):
+    """A real signal to this process right after training step number `steps`."""
+    real_step, calls = train_cli.train_step, []
 
-    def __init__(self, n):
-        super().__init__()
-        self.n, self.checks = n, 0
-
-    @property
-    def requested(self):
-        self.checks += 1
-        return self.checks > self.n
-
-    @requested.setter
-    def requested(self, value):
-        pass
+    def step(*args):
+        result = real_step(*args)
+        calls.append(1)
+        if len(calls) == steps:
+            os.kill(os.getpid(), signum)
+        return result
+    monkeypatch.setattr(train_cli, "train_step", step)
 
 
-@needs_mini
 def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(tmp_path, monkeypatch):
     train_cli.run(tiny_config(tmp_path / "straight"), log=quiet)
-    monkeypatch.setattr(train_cli, "StopRequest", lambda: StopAfter(11))  # 7 batches an epoch
+    signal_after(monkeypatch, 11)  # 7 batches an epoch: batch 4 of epoch 2
     with pytest.raises(KeyboardInterrupt):
         train_cli.run(tiny_config(tmp_path / "split"), log=quiet)
     meta = checkpoint_meta(read_checkpoint(tmp_path / "split" / "checkpoint.npz"))
-    # checks: 7 steps of epoch 1, one after its evaluation, then steps of epoch 2: the 12th check
-    # (after batch 4 of epoch 2) is the first that sees the request
     assert (meta["epoch"], meta["step"]) == (1, 4)
     monkeypatch.undo()
-    train_cli.run(tiny_config(tmp_path / "split"), resume=str(tmp_path / "split" / "checkpoint.npz"), log=quiet)
+    resume(tmp_path / "split" / "checkpoint.npz")
     assert_same_run(tmp_path / "straight", tmp_path / "split")
 
 
-@needs_mini
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real_step = train_cli.train_step
     calls = []
@@ -137,7 +134,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     (["--model", "resnet"], "invalid choice: 'resnet'"),
     (["--dataset", "cifar"], "invalid choice: 'cifar'"),
     (["--lr", "-1"], "argument --lr/--learning-rate: must be > 0, got -1"),
-    (["-b", "zero"], "expected a int, got 'zero'"),
+    (["-b", "zero"], "expected an integer, got 'zero'"),
     (["--val-fraction", "1.5"], "must be in [0, 1), got 1.5"),
     (["--opt", "rmsprop"], "invalid choice: 'rmsprop'"),
 ])
@@ -152,7 +149,8 @@ def test_missing_data_and_too_small_images_are_clear_errors(tmp_path, capsys, mo
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("NN_DATA_DIR", raising=False)
     with pytest.raises(SystemExit) as exit_:
-        train_cli.main(["--data-dir", str(tmp_path), "--no-download", "--output-dir", str(tmp_path / "o")])
+        train_cli.main(["--dataset", "mnist", "--data-dir", str(tmp_path), "--no-download",
+                        "--output-dir", str(tmp_path / "o")])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "mnist train data not found: missing train-images-idx3-ubyte.gz" in err and str(tmp_path) in err
@@ -164,14 +162,15 @@ def test_missing_data_and_too_small_images_are_clear_errors(tmp_path, capsys, mo
 def test_presets():
     parse = lambda *a: train_cli.make_config(train_cli.build_parser().parse_args(list(a)))
     quick = parse()
-    assert (quick["model"], quick["image_size"], quick["train_subset"]) == ("inception_v2", 32, 8000)
+    assert (quick.model, quick.image_size, quick.train_subset, quick.dataset) == \
+        ("inception_v2", 32, 8000, "mnist-mini")
     seed = parse("--preset", "seed")
-    assert (seed["model"], seed["image_size"], seed["epochs"], seed["lr"], seed["batch_size"]) == \
+    assert (seed.model, seed.image_size, seed.epochs, seed.lr, seed.batch_size) == \
         ("inception_v3", 299, 10, 1e-4, 32)
-    assert (seed["aux_weight"], seed["label_smoothing"], seed["weight_decay"], seed["opt"]) == \
+    assert (seed.aux_weight, seed.label_smoothing, seed.weight_decay, seed.opt) == \
         (0.3, 1e-4, 0.01, "adamw")
-    assert parse("--preset", "seed", "--model", "inception_v2")["image_size"] == 224
-    assert parse("--preset", "seed", "--lr", "0.01")["lr"] == 0.01
+    assert parse("--preset", "seed", "--model", "inception_v2").image_size == 224
+    assert parse("--preset", "seed", "--lr", "0.01").lr == 0.01
 
 
 def test_evaluation_keeps_no_layer_cache_and_restores_the_mode():
@@ -197,7 +196,6 @@ def test_scores_match_a_hand_computed_confusion_matrix():
     assert [round(s["weighted"][k], 2) for k in ("precision", "recall", "f1")] == [0.7, 0.6, 0.61]
 
 
-@needs_mini
 def test_evaluate_prints_the_same_report(tmp_path, capsys):
     report = train_cli.run(tiny_config(tmp_path, epochs=1), log=quiet)
     capsys.readouterr()
@@ -210,7 +208,6 @@ def test_evaluate_prints_the_same_report(tmp_path, capsys):
     assert "no checkpoint at" in capsys.readouterr().err
 
 
-@needs_mini
 def test_profile_prints_where_the_step_goes(tmp_path):
     lines = []
     train_cli.run(tiny_config(tmp_path, epochs=1, profile=True), log=lines.append)
