@@ -2,7 +2,7 @@
 
     python -m models.evaluate --checkpoint runs/inception_v2_mnist/model_best.npz
     python -m models.evaluate --checkpoint runs/inception_v2_mnist/model_best.npz --split testing \\
-        --dataset fashion-mnist --data-dir ../shared/data
+        --dataset mnist --data-dir ~/data/mnist
 
 The model, its width, image size and normalisation come from the checkpoint's configuration;
 --dataset and --data-dir pick what it is evaluated on (default: the data set it was trained on).

@@ -1,4 +1,4 @@
-"""Inception-V2 (Inception-BN; Ioffe & Szegedy 2015), exactly as ../shared/spec/inception_v2_summary.md.
+"""Inception-V2 (Inception-BN; Ioffe & Szegedy 2015), exactly as docs/spec/inception_v2_summary.md.
 
 224x224x3 input, 10 classes, every convolution Conv2d(bias=False) -> BatchNorm2d -> ReLU, two
 auxiliary classifiers. Where the paper and the table disagree, the table wins (marked "table:").

@@ -1,4 +1,4 @@
-"""Inception-V3 (Szegedy et al. 2016), exactly as ../shared/spec/inception_v3_summary.md.
+"""Inception-V3 (Szegedy et al. 2016), exactly as docs/spec/inception_v3_summary.md.
 
 299x299x3 input, 10 classes, every convolution Conv2d(bias=False) -> BatchNorm2d -> ReLU, one
 auxiliary classifier on the 17x17 grid. The paper gives no branch widths: the widths below are

@@ -1,5 +1,5 @@
 """Shared test set-up: hypothesis without deadlines (first calls compile Numba kernels),
-the location of the real data sets, and float64 helpers."""
+the optional full data sets, and float64 helpers."""
 import os
 from pathlib import Path
 
@@ -12,7 +12,16 @@ settings.register_profile("default", deadline=None, max_examples=25, derandomize
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("NN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+# The full data sets, for the tests marked large_data (deselected by default, see pytest.ini):
+#     NN_DATA_DIR=/path/with/mnist/and/fashion-mnist python -m pytest -m large_data
+LARGE_DATA = Path(os.environ["NN_DATA_DIR"]) if os.environ.get("NN_DATA_DIR") else None
+
+
+def large_data(*folders):
+    """Skip (saying how to run it) unless $NN_DATA_DIR holds these data set folders."""
+    missing = [f for f in folders if LARGE_DATA is None or not (LARGE_DATA / f).is_dir()]
+    return pytest.mark.skipif(bool(missing), reason=f"set NN_DATA_DIR to a folder holding {', '.join(folders)}/"
+                              f" (missing: {', '.join(missing)})")
 
 
 @pytest.fixture

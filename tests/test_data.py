@@ -3,6 +3,7 @@ import dataclasses
 import gzip
 import http.server
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -15,9 +16,9 @@ import data
 from data import datasets
 from data.idx import IDXError, parse_idx, read_idx
 from data.transforms import interpolation_matrix, prepare_batch, random_shift, resize_bilinear
-from tests.conftest import ROOT, SHARED_DATA
+from tests.conftest import LARGE_DATA, ROOT, large_data
 
-needs_shared = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data not found")
+MINI = datasets.EMBEDDED / "mnist-mini"
 
 
 # -- IDX ------------------------------------------------------------------------------------------
@@ -107,31 +108,49 @@ def test_missing_files_name_every_folder_searched(tmp_path, monkeypatch):
 
 # -- the real files -------------------------------------------------------------------------------
 
-@needs_shared
-def test_mnist_test_set():
-    x, y = data.load_split("mnist", "test", SHARED_DATA, download_missing=False)
+def test_the_embedded_mnist_mini_split():
+    """Always there, offline: the first 8,000 and the last 2,000 digits of MNIST's test set."""
+    x, y = data.load_split("mnist-mini", "train", download_missing=False)
+    xt, yt = data.load_split("mnist-mini", "test", download_missing=False)
+    assert x.shape == (8000, 28, 28) and xt.shape == (2000, 28, 28) and x.dtype == np.uint8
+    assert y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]    # MNIST's test set begins so
+    assert yt[:5].tolist() == [4, 9, 9, 7, 1]
+    assert np.bincount(y).tolist() == [773, 905, 834, 803, 788, 723, 756, 813, 787, 818]
+    assert np.bincount(yt).tolist() == [207, 230, 198, 207, 194, 169, 202, 215, 187, 191]
+    for name, (kind, md5) in datasets.DATASETS["mnist-mini"].checksums.items():
+        assert datasets.md5(gzip.decompress((MINI / name).read_bytes())) == md5
+
+
+def test_a_damaged_embedded_file_is_named_with_the_fix(tmp_path, monkeypatch):
+    copy = tmp_path / "embedded"
+    shutil.copytree(datasets.EMBEDDED, copy)
+    labels = copy / "mnist-mini" / "t10k-labels-idx1-ubyte.gz"
+    payload = bytearray(gzip.decompress(labels.read_bytes()))
+    payload[100] = (payload[100] + 1) % 10
+    labels.write_bytes(gzip.compress(bytes(payload)))
+    monkeypatch.setattr(datasets, "EMBEDDED", copy)
+    with pytest.raises(IDXError, match=r"the embedded file is damaged .*restore it with: git checkout --"):
+        data.load_split("mnist-mini", "test")
+
+
+@pytest.mark.large_data
+@large_data("mnist")
+def test_mnist_test_set_and_the_embedded_split_made_from_it():
+    x, y = data.load_split("mnist", "test", LARGE_DATA, download_missing=False)
     assert x.shape == (10000, 28, 28) and x.dtype == np.uint8 and y.dtype == np.int64
     assert y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
     assert np.bincount(y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    assert datasets.md5(gzip.decompress((SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes())) \
-        == datasets.DATASETS["mnist"].checksums["t10k-images-idx3-ubyte.gz"][1]
+    for split, part in (("train", slice(0, 8000)), ("test", slice(8000, None))):
+        xm, ym = data.load_split("mnist-mini", split)
+        np.testing.assert_array_equal(xm, x[part])
+        np.testing.assert_array_equal(ym, y[part])
 
 
-@needs_shared
-def test_mnist_mini_split():
-    x, y = data.load_split("mnist", "train", SHARED_DATA / "mnist-mini", download_missing=False)
-    xt, yt = data.load_split("mnist", "test", SHARED_DATA / "mnist-mini", download_missing=False)
-    assert x.shape == (8000, 28, 28) and xt.shape == (2000, 28, 28)
-    assert y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]  # the first 8,000 of the test set
-    full, full_y = data.load_split("mnist", "test", SHARED_DATA, download_missing=False)
-    np.testing.assert_array_equal(xt, full[8000:])
-    np.testing.assert_array_equal(yt, full_y[8000:])
-
-
-@needs_shared
+@pytest.mark.large_data
+@large_data("fashion-mnist")
 def test_fashion_mnist():
-    x, y = data.load_split("fashion-mnist", "train", SHARED_DATA, download_missing=False)
-    xt, yt = data.load_split("fashion-mnist", "test", SHARED_DATA, download_missing=False)
+    x, y = data.load_split("fashion-mnist", "train", LARGE_DATA, download_missing=False)
+    xt, yt = data.load_split("fashion-mnist", "test", LARGE_DATA, download_missing=False)
     assert x.shape == (60000, 28, 28) and xt.shape == (10000, 28, 28)
     assert np.bincount(y).tolist() == [6000] * 10 and np.bincount(yt).tolist() == [1000] * 10
     assert y[:5].tolist() == [9, 0, 0, 3, 0] and yt[:5].tolist() == [9, 2, 1, 1, 6]
@@ -242,24 +261,23 @@ def test_prefetching_yields_the_same_batches_and_passes_errors_on(monkeypatch):
 
 MEMORY_SCRIPT = """
 import resource, sys, numpy as np, data
-x, y = data.load_split("fashion-mnist", "train", sys.argv[1], download_missing=False)
+x, y = data.load_split("mnist-mini", "train")
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 n = 0
-for xb, yb in data.BatchLoader(x, y, 128, 299, 0.286, 0.353, shuffle=True, prefetch=True):
+for xb, yb in data.BatchLoader(x, y, 128, 299, 0.1307, 0.3081, shuffle=True, prefetch=True):
     n += len(xb)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(n, base // 1024, peak // 1024)
 """
 
 
-@needs_shared
 def test_one_epoch_at_299_keeps_memory_bounded():
-    """60,000 images at 3x299x299 float32 would be 64 GB; batch by batch, the peak stays within
+    """8,000 images at 3x299x299 float32 would be 8.6 GB; batch by batch, the peak stays within
     a few batches (one batch of 128 is 137 MB) above the raw data."""
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(SHARED_DATA)], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout.split()
     n, base_mb, peak_mb = map(int, out)
-    assert n == 60000
+    assert n == 8000
     assert peak_mb - base_mb < 700, f"peak {peak_mb} MB vs {base_mb} MB after loading"
 
 
@@ -283,19 +301,20 @@ def mirror(tmp_path):
     server.server_close()
 
 
-@needs_shared
 def test_download_falls_back_between_mirrors_and_verifies(mirror, tmp_path, monkeypatch):
+    """A mirror serving the embedded split's test files, under checksums that are theirs."""
     root, url = mirror
     (root / "good").mkdir()
     for name in datasets.FILES["test"]:
-        (root / "good" / name).write_bytes((SHARED_DATA / "mnist" / name).read_bytes())
-    info = dataclasses.replace(datasets.DATASETS["mnist"], mirrors=(url + "missing/", url + "good/"))
+        (root / "good" / name).write_bytes((MINI / name).read_bytes())
+    info = dataclasses.replace(datasets.DATASETS["mnist"], mirrors=(url + "missing/", url + "good/"),
+                               checksums=datasets.DATASETS["mnist-mini"].checksums)
     monkeypatch.setitem(datasets.DATASETS, "mnist", info)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("NN_DATA_DIR", raising=False)
     log = []
     x, y = data.load_split("mnist", "test", tmp_path / "empty", log=log.append)
-    assert x.shape == (10000, 28, 28) and y[:3].tolist() == [7, 2, 1]
+    assert x.shape == (2000, 28, 28) and y[:3].tolist() == [4, 9, 9]
     assert any("missing/" in line for line in log) and any("good/" in line for line in log)
     cached = tmp_path / "cache" / "inception-numpy" / "mnist"
     assert sorted(os.listdir(cached)) == sorted(datasets.FILES["test"])  # no temporary files left

@@ -11,7 +11,7 @@ from models.weights import load_weights, save_weights
 from nn.gradcheck import check_directional
 from tests.conftest import ROOT
 
-SPEC = ROOT.parent / "shared" / "spec"
+SPEC = ROOT / "docs" / "spec"
 CATEGORY = [("convolution", "conv"), ("batch norm", "bn"), ("relu", "relu"), ("max pool", "maxpool"),
             ("avg", "avgpool"), ("average", "avgpool"), ("linear", "linear"), ("flatten", "flatten"),
             ("dropout", "dropout"), ("identity", "identity"), ("inceptionblock", "block")]
@@ -38,7 +38,6 @@ def parse_spec(path):
 
 
 SPECS = {"inception_v2": ("inception_v2_summary.md", 224), "inception_v3": ("inception_v3_summary.md", 299)}
-spec_available = pytest.mark.skipif(not SPEC.exists(), reason="../shared/spec not found")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +46,6 @@ def full_models():
     return {name: models.build(name) for name in SPECS}
 
 
-@spec_available
 @pytest.mark.parametrize("name", list(SPECS))
 def test_every_row_matches_the_seed_table(name, full_models):
     spec_file, size = SPECS[name]
