@@ -1,13 +1,16 @@
 """The same network in PyTorch, converted module by module, for benchmarks and parity tests.
 
-convert(model) builds torch modules with the same structure and (with copy_weights) the same
-weights, so forward outputs and gradients can be compared, and speed measured on identical
-shapes. Only used when torch is importable; nothing in nn/ or models/ depends on it.
+convert(model) builds torch modules with the same structure, the same state_dict names (so
+that our weights load into it by name) and, with copy_weights, the same weights: forward outputs
+and gradients can be compared, and speed measured on identical shapes. Only used when torch is
+importable; nothing in nn/ or models/ depends on it.
 """
+from collections import OrderedDict
+
 import numpy as np
 
 import nn
-from models.blocks import AuxPool
+from models.blocks import AuxPool, InceptionNet
 from models.inception_v3 import ExpandedBlock
 
 
@@ -26,26 +29,28 @@ def convert(module, copy_weights=True):
                     t.copy_(to_tensor(ours_state[name]))
         return theirs
 
-    class Concat(tnn.Module):
+    class Children(tnn.Module):
+        """Our module's children under their own names (so that the state_dict names match)."""
+
         def __init__(self, ours):
             super().__init__()
+            for name, child in ours.named_children():
+                self.add_module(name, convert(child, copy_weights))
+
+    class Concat(Children):
+        def __init__(self, ours):
+            super().__init__(ours)
             self.names = list(ours.order)
-            self.branches = tnn.ModuleDict({n: convert(b, copy_weights) for n, b in ours.named_children()})
 
         def forward(self, x):
-            outs = {n: b(x) for n, b in self.branches.items()}
+            outs = {n: b(x) for n, b in self.named_children()}
             return torch.cat([outs[n] for n in self.names], dim=1)
 
-    class Expanded(tnn.Module):
-        def __init__(self, ours):
-            super().__init__()
-            self.parts = tnn.ModuleDict({n: convert(b, copy_weights) for n, b in ours.named_children()})
-
+    class Expanded(Children):
         def forward(self, x):
-            p = self.parts
-            a, b = p["trunk_a"](x), p["trunk_b"](x)
-            return torch.cat([p["a_1x3"](a), p["a_3x1"](a), p["b_1x3"](b), p["b_3x1"](b),
-                              p["pool"](x), p["b1x1"](x)], dim=1)
+            a, b = self.trunk_a(x), self.trunk_b(x)
+            return torch.cat([self.a_1x3(a), self.a_3x1(a), self.b_1x3(b), self.b_3x1(b),
+                              self.pool(x), self.b1x1(x)], dim=1)
 
     class AuxPooling(tnn.Module):
         def __init__(self, ours):
@@ -58,21 +63,19 @@ def convert(module, copy_weights=True):
                 return torch.nn.functional.avg_pool2d(x, 5, 3)
             return torch.nn.functional.adaptive_avg_pool2d(x, self.ours.out_size)
 
-    class Model(tnn.Module):
-        """Top level: children in order; an aux head taps the trunk and its logits are collected."""
+    class Model(Children):
+        """The trunk our model declares (InceptionNet: STAGES in order, TAPS for the aux heads)."""
 
         def __init__(self, ours):
-            super().__init__()
-            self.stages = tnn.ModuleDict({n: convert(c, copy_weights) for n, c in ours.named_children()})
+            super().__init__(ours)
+            self.stages, self.taps = ours.STAGES, ours.TAPS
 
         def forward(self, x):
             aux = []
-            for name, stage in self.stages.items():
-                if name.startswith("aux"):
-                    if self.training:
-                        aux.append(stage(x))
-                else:
-                    x = stage(x)
+            for name in self.stages:
+                x = getattr(self, name)(x)
+                if self.training and name in self.taps:
+                    aux.append(getattr(self, self.taps[name])(x))
             return (x, *aux) if self.training else x
 
     simple = {
@@ -95,14 +98,14 @@ def convert(module, copy_weights=True):
         if type(module) is cls:
             return param_copy(module, make(module).to(_torch_dtype(module)))
     if isinstance(module, nn.Sequential):
-        return tnn.Sequential(*[convert(m, copy_weights) for m in module])
+        return tnn.Sequential(OrderedDict((n, convert(m, copy_weights)) for n, m in module.named_children()))
     if isinstance(module, nn.Concat):
         return Concat(module)
     if isinstance(module, ExpandedBlock):
         return Expanded(module)
     if isinstance(module, AuxPool):
         return AuxPooling(module)
-    if type(module).__name__ in ("InceptionV2", "InceptionV3"):
+    if isinstance(module, InceptionNet):
         return Model(module)
     raise TypeError(f"no torch equivalent for {type(module).__name__}")
 

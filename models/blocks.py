@@ -102,11 +102,50 @@ def aux_head(c_in, grid, num_classes, width=1.0, hidden_relu_dropout=None):
     return nn.Sequential(layers)
 
 
-def check_input_size(model, x, min_size):
-    """A clear error for an input that is not (N, 3, H, W) or is smaller than the model's minimum."""
-    if not hasattr(x, "ndim") or x.ndim != 4 or x.shape[1] != model.in_channels:
-        raise ValueError(f"{type(model).__name__}: expected input of shape (N, {model.in_channels}, H, W), "
-                         f"got {getattr(x, 'shape', type(x).__name__)}")
-    if min(x.shape[2:]) < min_size:
-        raise ValueError(f"{type(model).__name__}: input {x.shape[2]}x{x.shape[3]} is too small; the "
-                         f"smallest that keeps every feature map non-empty is {min_size}x{min_size}")
+class InceptionNet(nn.Module):
+    """A network declared by its trunk: the stages in order, and where the aux heads tap it.
+
+    A subclass builds its stages as attributes and declares
+        STAGES    the attribute names of the trunk's stages, in order
+        TAPS      {stage: aux head}: the aux head reads that stage's output
+        MIN_SIZE  the smallest square input that keeps every feature map non-empty
+    forward runs the stages in order, each aux head on its stage's output (in training only), and
+    returns (logits, *aux outputs in trunk order) in training, the logits in eval. backward walks
+    the same declaration in reverse, so it cannot drift from forward: where an aux head tapped a
+    stage's output, the head's input gradient joins the trunk's before that stage's backward (a
+    fork in forward is a sum in backward).
+    """
+
+    STAGES, TAPS, MIN_SIZE = (), {}, 1
+
+    def __init__(self, num_classes, in_channels, width):
+        super().__init__()
+        check_arguments(type(self).__name__, num_classes, in_channels, width)
+        self.num_classes, self.in_channels, self.width = num_classes, in_channels, width
+
+    def check_inputs(self, x):
+        super().check_inputs(x)
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"{type(self).__name__}: expected input of shape (N, {self.in_channels}, H, W), "
+                             f"got {x.shape}")
+        if min(x.shape[2:]) < self.MIN_SIZE:
+            raise ValueError(f"{type(self).__name__}: input {x.shape[2]}x{x.shape[3]} is too small; the "
+                             f"smallest that keeps every feature map non-empty is {self.MIN_SIZE}x{self.MIN_SIZE}")
+
+    def forward(self, x):
+        aux = []
+        for name in self.STAGES:
+            x = getattr(self, name)(x)
+            if self.training and name in self.TAPS:
+                aux.append(getattr(self, self.TAPS[name])(x))
+        return (x, *aux) if self.training else x
+
+    def backward_through_trunk(self, dlogits, *daux):
+        """dx from the logits' gradient and each aux head's (None: no gradient), in TAPS order."""
+        tapped = dict(zip([s for s in self.STAGES if s in self.TAPS], daux))
+        d = dlogits
+        for name in reversed(self.STAGES):
+            if tapped.get(name) is not None:
+                d = d + getattr(self, self.TAPS[name]).backward(tapped[name])
+            d = getattr(self, name).backward(d)
+        return d

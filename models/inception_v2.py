@@ -7,7 +7,7 @@ from collections import OrderedDict, namedtuple
 
 import nn
 
-from .blocks import check_arguments, InceptionBlock, aux_head, chain, check_input_size, conv_bn_relu, scaled
+from .blocks import InceptionBlock, InceptionNet, aux_head, chain, conv_bn_relu, scaled
 
 # One row per block, columns as in the BN-Inception paper's table (Fig. 5 of the paper).
 Row = namedtuple("Row", "c1x1 c3x3red c3x3 d3x3red d3x3 pool proj stride")
@@ -48,13 +48,34 @@ def inception_block(c_in, row, width=1.0):
     return InceptionBlock(branches, order=order), sum(widths)
 
 
-class InceptionV2(nn.Module):
+class InceptionV2(InceptionNet):
     """Inception-BN for (N, 3, H, W) inputs; train mode returns (logits, aux_1, aux_2)."""
 
+    STAGES = (
+        "conv1",          # (N, 64, 112, 112)
+        "pool1",          # (N, 64, 56, 56)
+        "conv2",          # (N, 192, 56, 56)
+        "pool2",          # (N, 192, 28, 28)
+        "inception_3a",   # (N, 256, 28, 28)
+        "inception_3b",   # (N, 320, 28, 28)
+        "inception_3c",   # (N, 576, 14, 14)
+        "inception_4a",   # (N, 576, 14, 14)   aux_1 reads this
+        "inception_4b",   # (N, 576, 14, 14)
+        "inception_4c",   # (N, 608, 14, 14)
+        "inception_4d",   # (N, 608, 14, 14)   aux_2 reads this
+        "inception_4e",   # (N, 1056, 7, 7)
+        "inception_5a",   # (N, 1024, 7, 7)
+        "inception_5b",   # (N, 1024, 7, 7)
+        "avgpool",        # (N, 1024, 1, 1)
+        "flatten",        # (N, 1024)
+        "fc",             # (N, 10)
+    )                     # shapes at 224x224
+    TAPS = {"inception_4a": "aux_1", "inception_4d": "aux_2"}   # aux outputs: (N, 10) each
+    MIN_SIZE = MIN_SIZE
+    CLASSIFIERS = ("fc", "aux_1.fc2", "aux_2.fc2")   # the layers with one output per class
+
     def __init__(self, num_classes=10, in_channels=3, width=1.0, aux_dropout=0.7):
-        super().__init__()
-        check_arguments(type(self).__name__, num_classes, in_channels, width)
-        self.num_classes, self.in_channels, self.width = num_classes, in_channels, width
+        super().__init__(num_classes, in_channels, width)
         c = lambda n: scaled(n, width)
         self.conv1 = conv_bn_relu(in_channels, c(64), 7, stride=2, padding=3)
         self.pool1 = nn.MaxPool2d(3, 2, 1)
@@ -64,60 +85,16 @@ class InceptionV2(nn.Module):
         for name, row in BLOCKS.items():
             block, c_in = inception_block(c_in, row, width)
             setattr(self, f"inception_{name}", block)
-            if name == "4a":
-                self.aux_1 = aux_head(c_in, 4, num_classes, width, hidden_relu_dropout=aux_dropout)
-            if name == "4d":
-                self.aux_2 = aux_head(c_in, 4, num_classes, width, hidden_relu_dropout=aux_dropout)
+            if f"inception_{name}" in self.TAPS:
+                setattr(self, self.TAPS[f"inception_{name}"],
+                        aux_head(c_in, 4, num_classes, width, hidden_relu_dropout=aux_dropout))
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # global: 7x7 at 224
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(c_in, num_classes)
 
-    def forward(self, x):
-        check_input_size(self, x, MIN_SIZE)
-        x = self.conv1(x)                     # (N, 64, 112, 112)
-        x = self.pool1(x)                     # (N, 64, 56, 56)
-        x = self.conv2(x)                     # (N, 192, 56, 56)
-        x = self.pool2(x)                     # (N, 192, 28, 28)
-        x = self.inception_3a(x)              # (N, 256, 28, 28)
-        x = self.inception_3b(x)              # (N, 320, 28, 28)
-        x = self.inception_3c(x)              # (N, 576, 14, 14)
-        x = self.inception_4a(x)              # (N, 576, 14, 14)
-        aux_1 = self.aux_1(x) if self.training else None   # (N, 10)
-        x = self.inception_4b(x)              # (N, 576, 14, 14)
-        x = self.inception_4c(x)              # (N, 608, 14, 14)
-        x = self.inception_4d(x)              # (N, 608, 14, 14)
-        aux_2 = self.aux_2(x) if self.training else None   # (N, 10)
-        x = self.inception_4e(x)              # (N, 1056, 7, 7)
-        x = self.inception_5a(x)              # (N, 1024, 7, 7)
-        x = self.inception_5b(x)              # (N, 1024, 7, 7)
-        x = self.avgpool(x)                   # (N, 1024, 1, 1)
-        x = self.flatten(x)                   # (N, 1024)
-        logits = self.fc(x)                   # (N, 10)
-        return (logits, aux_1, aux_2) if self.training else logits
-
     def backward(self, dlogits, daux_1=None, daux_2=None):
-        """The forward column in reverse; where an aux head taps the trunk, its gradient joins."""
-        d = self.fc.backward(dlogits)
-        d = self.flatten.backward(d)
-        d = self.avgpool.backward(d)
-        d = self.inception_5b.backward(d)
-        d = self.inception_5a.backward(d)
-        d = self.inception_4e.backward(d)
-        if daux_2 is not None:
-            d = d + self.aux_2.backward(daux_2)
-        d = self.inception_4d.backward(d)
-        d = self.inception_4c.backward(d)
-        d = self.inception_4b.backward(d)
-        if daux_1 is not None:
-            d = d + self.aux_1.backward(daux_1)
-        d = self.inception_4a.backward(d)
-        d = self.inception_3c.backward(d)
-        d = self.inception_3b.backward(d)
-        d = self.inception_3a.backward(d)
-        d = self.pool2.backward(d)
-        d = self.conv2.backward(d)
-        d = self.pool1.backward(d)
-        return self.conv1.backward(d)
+        """The trunk in reverse; where an aux head taps it, its gradient joins (InceptionNet)."""
+        return self.backward_through_trunk(dlogits, daux_1, daux_2)
 
 
 def inception_v2(num_classes=10, **kwargs):

@@ -10,7 +10,7 @@ import numpy as np
 
 import nn
 
-from .blocks import check_arguments, aux_head, chain, check_input_size, conv_bn_relu, scaled
+from .blocks import InceptionNet, aux_head, chain, conv_bn_relu, scaled
 
 # Figure-5 blocks (35x35): the width of the last 1x1 branch.
 FIG5 = OrderedDict([("5a", 32), ("5b", 64), ("5c", 64)])
@@ -91,13 +91,38 @@ class ExpandedBlock(nn.Module):
         return dx + self.trunk_b.backward(db) + self.trunk_a.backward(da)
 
 
-class InceptionV3(nn.Module):
+class InceptionV3(InceptionNet):
     """Inception-V3 for (N, 3, H, W) inputs, H, W >= 75; train mode returns (logits, aux)."""
 
+    STAGES = (
+        "conv1",          # (N, 32, 149, 149)
+        "conv2",          # (N, 32, 147, 147)
+        "conv3",          # (N, 64, 147, 147)
+        "pool1",          # (N, 64, 73, 73)
+        "conv4",          # (N, 80, 71, 71)
+        "conv5",          # (N, 192, 35, 35)
+        "inception_5a",   # (N, 256, 35, 35)
+        "inception_5b",   # (N, 288, 35, 35)
+        "inception_5c",   # (N, 288, 35, 35)
+        "reduction_1",    # (N, 768, 17, 17)
+        "inception_6a",   # (N, 768, 17, 17)
+        "inception_6b",   # (N, 768, 17, 17)
+        "inception_6c",   # (N, 768, 17, 17)
+        "inception_6d",   # (N, 768, 17, 17)
+        "inception_6e",   # (N, 768, 17, 17)   aux reads this
+        "reduction_2",    # (N, 1280, 8, 8)
+        "inception_7a",   # (N, 1664, 8, 8)
+        "inception_7b",   # (N, 2048, 8, 8)
+        "avgpool",        # (N, 2048, 1, 1)
+        "flatten",        # (N, 2048)
+        "fc",             # (N, 10)
+    )                     # shapes at 299x299
+    TAPS = {"inception_6e": "aux"}   # aux output: (N, 10)
+    MIN_SIZE = MIN_SIZE
+    CLASSIFIERS = ("fc", "aux.fc2")   # the layers with one output per class
+
     def __init__(self, num_classes=10, in_channels=3, width=1.0):
-        super().__init__()
-        check_arguments(type(self).__name__, num_classes, in_channels, width)
-        self.num_classes, self.in_channels, self.width = num_classes, in_channels, width
+        super().__init__(num_classes, in_channels, width)
         c = lambda n: scaled(n, width)
         self.conv1 = conv_bn_relu(in_channels, c(32), 3, stride=2)
         self.conv2 = conv_bn_relu(c(32), c(32), 3)
@@ -123,56 +148,9 @@ class InceptionV3(nn.Module):
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(c_in, num_classes)
 
-    def forward(self, x):
-        check_input_size(self, x, MIN_SIZE)
-        x = self.conv1(x)                     # (N, 32, 149, 149)
-        x = self.conv2(x)                     # (N, 32, 147, 147)
-        x = self.conv3(x)                     # (N, 64, 147, 147)
-        x = self.pool1(x)                     # (N, 64, 73, 73)
-        x = self.conv4(x)                     # (N, 80, 71, 71)
-        x = self.conv5(x)                     # (N, 192, 35, 35)
-        x = self.inception_5a(x)              # (N, 256, 35, 35)
-        x = self.inception_5b(x)              # (N, 288, 35, 35)
-        x = self.inception_5c(x)              # (N, 288, 35, 35)
-        x = self.reduction_1(x)               # (N, 768, 17, 17)
-        x = self.inception_6a(x)              # (N, 768, 17, 17)
-        x = self.inception_6b(x)              # (N, 768, 17, 17)
-        x = self.inception_6c(x)              # (N, 768, 17, 17)
-        x = self.inception_6d(x)              # (N, 768, 17, 17)
-        x = self.inception_6e(x)              # (N, 768, 17, 17)
-        aux = self.aux(x) if self.training else None   # (N, 10)
-        x = self.reduction_2(x)               # (N, 1280, 8, 8)
-        x = self.inception_7a(x)              # (N, 1664, 8, 8)
-        x = self.inception_7b(x)              # (N, 2048, 8, 8)
-        x = self.avgpool(x)                   # (N, 2048, 1, 1)
-        x = self.flatten(x)                   # (N, 2048)
-        logits = self.fc(x)                   # (N, 10)
-        return (logits, aux) if self.training else logits
-
     def backward(self, dlogits, daux=None):
-        d = self.fc.backward(dlogits)
-        d = self.flatten.backward(d)
-        d = self.avgpool.backward(d)
-        d = self.inception_7b.backward(d)
-        d = self.inception_7a.backward(d)
-        d = self.reduction_2.backward(d)
-        if daux is not None:
-            d = d + self.aux.backward(daux)
-        d = self.inception_6e.backward(d)
-        d = self.inception_6d.backward(d)
-        d = self.inception_6c.backward(d)
-        d = self.inception_6b.backward(d)
-        d = self.inception_6a.backward(d)
-        d = self.reduction_1.backward(d)
-        d = self.inception_5c.backward(d)
-        d = self.inception_5b.backward(d)
-        d = self.inception_5a.backward(d)
-        d = self.conv5.backward(d)
-        d = self.conv4.backward(d)
-        d = self.pool1.backward(d)
-        d = self.conv3.backward(d)
-        d = self.conv2.backward(d)
-        return self.conv1.backward(d)
+        """The trunk in reverse; where the aux head taps it, its gradient joins (InceptionNet)."""
+        return self.backward_through_trunk(dlogits, daux)
 
 
 def inception_v3(num_classes=10, **kwargs):

@@ -1,7 +1,7 @@
 """out += A @ B as one BLAS call: the GEMM that adds into its output (beta = 1).
 
 BLAS's GEMM computes C = alpha*A@B + beta*C; NumPy only ever asks it for beta = 0. A sum of
-products (MEC's Y = sum over kernel rows of W_i @ S_i, nn/mec.py) written in NumPy therefore
+products (MEC's Y = sum over kernel rows of W_i @ S_i, nn/conv/mec.py) written in NumPy therefore
 takes a product into a temporary and then a second pass over memory to add it:
 
     out += A @ B                        # reference: a product into a temporary, then an add
@@ -13,7 +13,7 @@ seven products and adds, 7.0-7.6 ms with beta = 1 (160->192, batch 8: 3.5-3.8 ->
 The GEMM called is the one NumPy itself uses: the OpenBLAS shipped inside NumPy's wheels, whose
 CBLAS symbols carry the `64_` suffix of its 64-bit integers. Where it is not found (NumPy built
 against another BLAS), where a self-check on first use fails, for arrays BLAS cannot take in
-place, or when the switch in nn/kernels.py says "reference", the reference line above runs.
+place, or when the switch in nn/kernels/__init__.py says "reference", the reference line above runs.
 tests/test_blas.py checks that both give the same sums.
 """
 import ctypes

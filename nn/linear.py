@@ -1,8 +1,8 @@
 """Linear (fully connected) layer, PyTorch's layout: weight (out_features, in_features)."""
 
 from . import init
-from ._checks import check_input
 from .module import Module, Parameter
+from .shapes import check_input
 
 
 class Linear(Module):

@@ -254,20 +254,24 @@ class Module:
         for _, m in self.named_modules():
             yield m
 
-    def named_parameters(self, prefix=""):
-        for name, p in self._parameters.items():
-            yield (f"{prefix}.{name}" if prefix else name), p
+    def _named_members(self, prefix=""):
+        """Every Parameter and Buffer of the tree, named by its attribute path: this module's
+        parameters, then its buffers, then each child's, in definition order (PyTorch's order).
+        The one traversal the methods below filter."""
+        for registry in (self._parameters, self._buffers):
+            for name, t in registry.items():
+                yield (f"{prefix}.{name}" if prefix else name), t
         for name, child in self._modules.items():
-            yield from child.named_parameters(f"{prefix}.{name}" if prefix else name)
+            yield from child._named_members(f"{prefix}.{name}" if prefix else name)
+
+    def named_parameters(self, prefix=""):
+        return ((n, t) for n, t in self._named_members(prefix) if isinstance(t, Parameter))
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
 
     def named_buffers(self, prefix=""):
-        for name, b in self._buffers.items():
-            yield (f"{prefix}.{name}" if prefix else name), b
-        for name, child in self._modules.items():
-            yield from child.named_buffers(f"{prefix}.{name}" if prefix else name)
+        return ((n, t) for n, t in self._named_members(prefix) if isinstance(t, Buffer))
 
     def num_parameters(self):
         return sum(p.size for p in self.parameters())
@@ -277,18 +281,9 @@ class Module:
             p.grad[...] = 0
 
     # -- state -------------------------------------------------------------------------------
-    def _named_state(self, prefix=""):
-        """Parameters then buffers of each module, children after, as PyTorch orders them."""
-        for name, p in self._parameters.items():
-            yield (f"{prefix}.{name}" if prefix else name), p
-        for name, b in self._buffers.items():
-            yield (f"{prefix}.{name}" if prefix else name), b
-        for name, child in self._modules.items():
-            yield from child._named_state(f"{prefix}.{name}" if prefix else name)
-
     def state_dict(self):
         """An ordered name -> array copy of every Parameter and Buffer."""
-        return OrderedDict((name, t.data.copy()) for name, t in self._named_state())
+        return OrderedDict((name, t.data.copy()) for name, t in self._named_members())
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into this module's Parameters and Buffers (kept in their own dtype).
@@ -297,7 +292,7 @@ class Module:
         PyTorch); a shape mismatch or a value that cannot be cast to the entry's dtype is always
         refused (ValueError). Nothing is changed unless every check passes.
         """
-        own = OrderedDict(self._named_state())
+        own = OrderedDict(self._named_members())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
@@ -330,13 +325,12 @@ class Module:
         dtype = np.dtype(dtype)
         if dtype.kind != "f":
             raise ValueError(f"{type(self).__name__}.to: expected a floating dtype, got {dtype}")
+        for _, t in self._named_members():
+            if t.data.dtype.kind == "f":
+                t.data = t.data.astype(dtype)
+                if isinstance(t, Parameter):
+                    t.grad = t.grad.astype(dtype)
         for m in self.modules():
-            for p in m._parameters.values():
-                p.data = p.data.astype(dtype)
-                p.grad = p.grad.astype(dtype)
-            for b in m._buffers.values():
-                if b.data.dtype.kind == "f":
-                    b.data = b.data.astype(dtype)
             object.__setattr__(m, "cache", None)
         return self
 

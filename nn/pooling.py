@@ -1,32 +1,18 @@
 """Max, average and adaptive average pooling over NCHW batches, with PyTorch's size rules.
 
-Output size per axis, floor mode as a convolution; ceil mode (PyTorch's rule):
-    o = ceil((H + 2p - d*(k-1) - 1) / s) + 1,  then  o -= 1 if (o-1)*s >= H + p
-(the last window must start inside the input or the left padding).
+Output size per axis: nn/shapes.py (floor mode as a convolution; ceil mode, PyTorch's rule:
+the last window must start inside the input or the left padding).
 
 The references below work one kernel offset (i, j) at a time: each offset is one strided slice
 of the padded input covering all windows at once, so there are KH*KW NumPy operations per call,
 never a Python loop over pixels. Their Numba twins (max and average pooling) are in
-nn/kernels.py.
+nn/kernels/pooling.py.
 """
-import math
-
 import numpy as np
 
 from . import kernels
-from ._checks import check_input, pair
 from .module import Module
-
-
-def pool_output_size(size, kernel, stride, padding, dilation=1, ceil_mode=False):
-    """PyTorch's pooling output length along one axis (floor or ceil mode)."""
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    if not ceil_mode:
-        return span // stride + 1
-    out = math.ceil(span / stride) + 1
-    if (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
+from .shapes import check_input, output_size, pair
 
 
 def _window_slice(offset, stride, count):
@@ -131,7 +117,7 @@ class _Pool2d(Module):
                 + (", ceil_mode=True" if self.ceil_mode else ""))
 
     def output_size(self, H, W):
-        out = tuple(pool_output_size(s, k, st, p, d, self.ceil_mode) for s, k, st, p, d in
+        out = tuple(output_size(s, k, st, p, d, self.ceil_mode) for s, k, st, p, d in
                     zip((H, W), self.kernel_size, self.stride, self.padding, self.dilation))
         if min(out) < 1:
             raise ValueError(f"{self._describe()}: the window is larger than the padded input "

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import nn
-from nn.conv import conv_output_size
+from nn.shapes import output_size as conv_output_size
 from nn.gradcheck import check_module
 from tests.conftest import assert_gradients_ok
 
@@ -96,7 +96,7 @@ def test_mec_gradients_match_finite_differences(n, c_in, c_out, kh, kw, extra, b
 
 
 def test_mec_reads_overlapping_slices_in_place_and_dx_is_the_flipped_convolution(rng):
-    from nn.mec import flipped, row_slices
+    from nn.conv.mec import flipped, row_slices
     conv = nn.Conv2d(3, 5, (3, 2), padding=(1, 1), bias=False, algorithm="mec").double()
     x = rng.standard_normal((2, 3, 6, 4))
     y = conv(x)

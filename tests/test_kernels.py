@@ -5,14 +5,20 @@ from hypothesis import assume, example, given, strategies as st
 
 import nn
 from nn import kernels
-from nn.conv import col2im_reference, conv_output_size, im2col_reference
-from nn.mec import mec_lower_reference
-from nn.pooling import maxpool_backward_reference, maxpool_reference, pool_output_size
-from nn.winograd import (tiles, transform_weight, winograd_backward_reference, winograd_forward_reference,
-                         winograd_input_backward_reference, winograd_input_reference,
-                         winograd_output_backward_reference, winograd_output_reference)
+from nn.conv.im2col import col2im_reference, im2col_reference
+from nn.conv.mec import mec_lower_reference
+from nn.conv.winograd import (tiles, transform_weight, winograd_input_backward_reference,
+                              winograd_input_reference, winograd_output_backward_reference,
+                              winograd_output_reference)
+from nn.conv.winograd_fused import winograd_backward_reference, winograd_forward_reference
+from nn.pooling import maxpool_backward_reference, maxpool_reference
+from nn.shapes import output_size
 
-pytestmark = pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba not installed")
+pytest.importorskip("numba", reason="numba not installed")
+from nn.kernels import batchnorm as k_bn, im2col as k_im2col, mec as k_mec, pooling as k_pool  # noqa: E402
+from nn.kernels import winograd as k_wino, winograd_fused as k_fused  # noqa: E402
+
+conv_output_size = output_size
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
 
 geometry = dict(n=st.integers(1, 3), c=st.integers(1, 4), kh=st.integers(1, 4), kw=st.integers(1, 4),
@@ -37,11 +43,11 @@ def test_im2col_and_col2im_twins_agree(n, c, kh, kw, sh, sw, extra, dtype, data)
     args = (kh, kw, (sh, sw), padding, dilation, Ho, Wo)
     shape = (c * kh * kw, n * Ho * Wo)
     ref = im2col_reference(x, *args, np.full(shape, np.nan, dtype))
-    fast = kernels.im2col_numba(x, *args, np.full(shape, np.nan, dtype))
+    fast = k_im2col.im2col_numba(x, *args, np.full(shape, np.nan, dtype))
     np.testing.assert_array_equal(ref, fast)  # a pure copy: bit for bit
     cols = np.random.default_rng(1).standard_normal(shape).astype(dtype)
     ref = col2im_reference(cols, *args, np.full(x.shape, np.nan, dtype))
-    fast = kernels.col2im_numba(cols, *args, np.full(x.shape, np.nan, dtype))
+    fast = k_im2col.col2im_numba(cols, *args, np.full(x.shape, np.nan, dtype))
     np.testing.assert_allclose(fast, ref, rtol=TOL[dtype], atol=TOL[dtype])
 
 
@@ -56,7 +62,7 @@ def test_mec_lowering_twins_agree(n, c, H, W, kw, ph, pw, transposed, dtype):
     assume(W_out >= 1)  # the kernel must fit the padded width
     shape = (kw * c, x.shape[2] + 2 * ph, n * W_out)
     ref = mec_lower_reference(x, kw, (ph, pw), W_out, np.full(shape, np.nan, dtype))
-    fast = kernels.mec_lower_numba(x, kw, (ph, pw), W_out, np.full(shape, np.nan, dtype))
+    fast = k_mec.mec_lower_numba(x, kw, (ph, pw), W_out, np.full(shape, np.nan, dtype))
     np.testing.assert_array_equal(ref, fast)  # a pure copy: bit for bit
 
 
@@ -85,16 +91,16 @@ def _check_maxpool_twins(x, kernel, stride, padding, dilation, ceil):
     x[0, 0, :x.shape[2] // 2] = -np.inf   # windows of -inf and padding: their first input pixel
     x.flat[x.size // 2] = np.nan      # and two NaNs, the last of which wins every window it is in
     x.flat[min(x.size // 2 + 1, x.size - 1)] = np.nan
-    Ho, Wo = (pool_output_size(x.shape[a + 2], kernel[a], stride[a], padding[a], dilation[a], ceil)
+    Ho, Wo = (output_size(x.shape[a + 2], kernel[a], stride[a], padding[a], dilation[a], ceil)
               for a in (0, 1))
     args = (x, *kernel, stride, padding, dilation, Ho, Wo)
     out = lambda: (np.empty((n, c, Ho, Wo), dtype), np.empty((n, c, Ho, Wo), np.int64))
     y_ref, i_ref = maxpool_reference(*args, *out())
-    y_fast, i_fast = kernels.maxpool_numba(*args, *out())
+    y_fast, i_fast = k_pool.maxpool_numba(*args, *out())
     np.testing.assert_array_equal(y_ref, y_fast)
     np.testing.assert_array_equal(i_ref, i_fast)
     dout = np.random.default_rng(2).standard_normal((n, c, Ho, Wo)).astype(dtype)
-    np.testing.assert_allclose(kernels.maxpool_backward_numba(dout, i_ref, np.empty_like(x)),
+    np.testing.assert_allclose(k_pool.maxpool_backward_numba(dout, i_ref, np.empty_like(x)),
                                maxpool_backward_reference(dout, i_ref, np.empty_like(x)),
                                rtol=TOL[dtype], atol=TOL[dtype])
 
@@ -111,15 +117,18 @@ def test_winograd_twins_agree(n, c, o, H, W, ph, pw, dtype):
     M = rng.standard_normal((16, o, n * th * tw)).astype(dtype)
     dy = rng.standard_normal((n, o, H_out, W_out)).astype(dtype)
     pairs = [
-        ((winograd_input_reference, kernels.winograd_input_numba), (x, padding, th, tw), (16, c, M.shape[2])),
-        ((winograd_output_reference, kernels.winograd_output_numba), (M, th, tw), dy.shape),
-        ((winograd_output_backward_reference, kernels.winograd_output_backward_numba), (dy, th, tw), M.shape),
-        ((winograd_input_backward_reference, kernels.winograd_input_backward_numba),
+        ((winograd_input_reference, k_wino.winograd_input_numba), (x, padding, th, tw), (16, c, M.shape[2])),
+        ((winograd_output_reference, k_wino.winograd_output_numba), (M, th, tw), dy.shape),
+        ((winograd_output_backward_reference, k_wino.winograd_output_backward_numba), (dy, th, tw), M.shape),
+        ((winograd_input_backward_reference, k_wino.winograd_input_backward_numba),
          (rng.standard_normal((16, c, M.shape[2])).astype(dtype), padding, th, tw), x.shape),
     ]
     for (reference, twin), args, shape in pairs:
         ref = reference(*args, np.full(shape, np.nan, dtype))
         fast = twin(*args, np.full(shape, np.nan, dtype))
+        if reference is winograd_input_reference:   # (V, whether x is finite)
+            assert ref[1] is True and fast[1]
+            ref, fast = ref[0], fast[0]
         np.testing.assert_allclose(fast, ref, rtol=TOL[dtype], atol=TOL[dtype], err_msg=twin.__name__)
 
 
@@ -141,13 +150,15 @@ def test_fused_winograd_agrees_with_the_three_steps(n, c, o, H, W, ph, pw, rows,
     dy = rng.standard_normal((n, o, H_out, W_out)).astype(dtype)
     args = (x, U, (ph, pw), th, tw)
     tol = dict(rtol=TOL[dtype], atol=TOL[dtype])
-    y = winograd_forward_reference(*args, np.empty(dy.shape, dtype))
-    np.testing.assert_allclose(kernels._winograd_forward(*args, np.full(dy.shape, np.nan, dtype), rows, threads), y, **tol)
-    np.testing.assert_allclose(kernels.winograd_forward_numba(*args, np.full(dy.shape, np.nan, dtype)), y, **tol)
+    y, finite = winograd_forward_reference(*args, np.empty(dy.shape, dtype))
+    for fast in (k_fused._winograd_forward(*args, np.full(dy.shape, np.nan, dtype), rows, threads),
+                 k_fused.winograd_forward_numba(*args, np.full(dy.shape, np.nan, dtype))):
+        np.testing.assert_allclose(fast[0], y, **tol)
+        assert finite and fast[1]
     dx = np.empty_like(x)
     dU = winograd_backward_reference(x, dy, U, (ph, pw), th, tw, dx)
     fast_dx = np.full_like(x, np.nan)
-    np.testing.assert_allclose(kernels._winograd_backward(x, dy, U, (ph, pw), th, tw, fast_dx, rows, threads), dU, **tol)
+    np.testing.assert_allclose(k_fused._winograd_backward(x, dy, U, (ph, pw), th, tw, fast_dx, rows, threads), dU, **tol)
     np.testing.assert_allclose(fast_dx, dx, **tol)
 
 
@@ -157,12 +168,12 @@ def test_fused_winograd_propagates_nan():
     x = np.ones((1, 4, 6, 6), np.float32)
     x[0, 1, 2, 3] = np.nan
     U = transform_weight(np.ones((4, 4, 3, 3), np.float32))
-    y = kernels.winograd_forward_numba(x, U, (1, 1), 3, 3, np.empty((1, 4, 6, 6), np.float32))
-    assert np.isnan(y[:, :, 1:4, 2:5]).all() and np.isfinite(y[:, :, :, 0]).all()
+    y, finite = k_fused.winograd_forward_numba(x, U, (1, 1), 3, 3, np.empty((1, 4, 6, 6), np.float32))
+    assert np.isnan(y[:, :, 1:4, 2:5]).all() and np.isfinite(y[:, :, :, 0]).all() and not finite
     dy = np.zeros((1, 4, 6, 6), np.float32)
     dy[0, 2, 0, 0] = np.nan
     dx = np.empty_like(x)
-    dU = kernels.winograd_backward_numba(np.ones_like(x), dy, U, (1, 1), 3, 3, dx)
+    dU = k_fused.winograd_backward_numba(np.ones_like(x), dy, U, (1, 1), 3, 3, dx)
     assert np.isnan(dU[:, 2]).any() and np.isnan(dx[0, :, 0, 0]).all()
 
 
@@ -196,7 +207,7 @@ def test_batchnorm_stats_keep_a_small_variance_under_a_large_mean():
     from nn.batchnorm import batchnorm_stats_reference
     x = (1000 + 0.01 * np.random.default_rng(0).standard_normal((4, 3, 500))).astype(np.float32)
     mean, var = batchnorm_stats_reference(x.astype(np.float64))
-    fast_mean, fast_var = kernels.batchnorm_stats_numba(x)
+    fast_mean, fast_var = k_bn.batchnorm_stats_numba(x)
     np.testing.assert_allclose(fast_mean, mean, rtol=1e-7)
     np.testing.assert_allclose(fast_var, var, rtol=1e-5)
 
@@ -209,20 +220,20 @@ def test_batchnorm_twins_agree(n, c, length, dtype, batch_stats):
     rng = np.random.default_rng(n * 100 + c * 10 + length)
     x = (rng.standard_normal((n, c, length)) * 3 + 5).astype(dtype)
     tol = dict(rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
-    for a, b in zip(batchnorm_stats_reference(x), kernels.batchnorm_stats_numba(x)):
+    for a, b in zip(batchnorm_stats_reference(x), k_bn.batchnorm_stats_numba(x)):
         np.testing.assert_allclose(b, a, **tol)
     mean, var = batchnorm_stats_reference(x)
     inv_std = (1 / np.sqrt(var + 1e-5)).astype(dtype)
     gamma, beta = rng.uniform(0.5, 2, c).astype(dtype), rng.standard_normal(c).astype(dtype)
     out = lambda: (np.empty_like(x), np.empty_like(x))
     for a, b in zip(batchnorm_normalize_reference(x, mean, inv_std, gamma, beta, *out()),
-                    kernels.batchnorm_normalize_numba(x, mean, inv_std, gamma, beta, *out())):
+                    k_bn.batchnorm_normalize_numba(x, mean, inv_std, gamma, beta, *out())):
         np.testing.assert_allclose(b, a, **tol)
     dout = rng.standard_normal(x.shape).astype(dtype)
     x_hat = batchnorm_normalize_reference(x, mean, inv_std, gamma, beta, *out())[0]
     dx_ref, dx_fast = np.empty_like(x), np.empty_like(x)
     ref = batchnorm_backward_reference(dout, x_hat, gamma, inv_std, batch_stats, dx_ref)
-    fast = kernels.batchnorm_backward_numba(dout, x_hat, gamma, inv_std, batch_stats, dx_fast)
+    fast = k_bn.batchnorm_backward_numba(dout, x_hat, gamma, inv_std, batch_stats, dx_fast)
     for a, b in zip(ref + (dx_ref,), fast + (dx_fast,)):
         np.testing.assert_allclose(b, a, **tol)
 
@@ -237,10 +248,10 @@ def test_avgpool_twins_agree(n, c, kh, kw, sh, sw, extra, dtype, data, ceil, inc
     divisor = pool._divisor(*x.shape[2:], Ho, Wo).astype(dtype)
     args = (kh, kw, (sh, sw), padding, divisor)
     out = lambda: np.full((n, c, Ho, Wo), np.nan, dtype)
-    np.testing.assert_allclose(kernels.avgpool_numba(x, *args, out()), avgpool_reference(x, *args, out()),
+    np.testing.assert_allclose(k_pool.avgpool_numba(x, *args, out()), avgpool_reference(x, *args, out()),
                                rtol=TOL[dtype], atol=TOL[dtype])
     dout = np.random.default_rng(3).standard_normal((n, c, Ho, Wo)).astype(dtype)
-    np.testing.assert_allclose(kernels.avgpool_backward_numba(dout, *args, np.full_like(x, np.nan)),
+    np.testing.assert_allclose(k_pool.avgpool_backward_numba(dout, *args, np.full_like(x, np.nan)),
                                avgpool_backward_reference(dout, *args, np.full_like(x, np.nan)),
                                rtol=TOL[dtype], atol=TOL[dtype])
 
@@ -259,3 +270,36 @@ def test_a_model_step_is_the_same_on_the_reference_backend(monkeypatch):
         results.append([*outs, dx] + [p.grad for p in model.parameters()])
     for a, b in zip(*results):
         np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-10)
+
+
+def test_every_registered_twin_is_checked_here():
+    """A twin registered with @twin_of but missing from the tests above would go unchecked."""
+    checked = {im2col_reference, col2im_reference, mec_lower_reference, maxpool_reference,
+               maxpool_backward_reference, winograd_input_reference, winograd_output_reference,
+               winograd_output_backward_reference, winograd_input_backward_reference,
+               winograd_forward_reference, winograd_backward_reference}
+    from nn.batchnorm import (batchnorm_backward_reference, batchnorm_normalize_reference,
+                              batchnorm_stats_reference)
+    from nn.pooling import avgpool_backward_reference, avgpool_reference
+    checked |= {batchnorm_backward_reference, batchnorm_normalize_reference, batchnorm_stats_reference,
+                avgpool_backward_reference, avgpool_reference}
+    assert set(kernels.twins()) == checked
+
+
+@pytest.mark.parametrize("where", [(0, 0, 0, 0), (1, 2, 4, 5), (0, 1, 6, 6)])
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_winograd_input_transforms_tell_a_non_finite_input(where, value):
+    """Both the batch-wide transform and the fused forward report an inf or NaN anywhere in x
+    (corners, the middle, the last row), so that the layer can switch to im2col."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 7)).astype(np.float32)
+    th, tw = tiles(7, 7)
+    V = np.empty((16, 3, 2 * th * tw), np.float32)
+    U = transform_weight(np.ones((2, 3, 3, 3), np.float32))
+    y = np.empty((2, 2, 7, 7), np.float32)
+    for reference in (winograd_input_reference, winograd_forward_reference):
+        args = (x, (1, 1), th, tw, V) if reference is winograd_input_reference else (x, U, (1, 1), th, tw, y)
+        assert reference(*args)[1] and kernels.twins()[reference](*args)[1]
+    x[where] = value
+    for reference in (winograd_input_reference, winograd_forward_reference):
+        args = (x, (1, 1), th, tw, V) if reference is winograd_input_reference else (x, U, (1, 1), th, tw, y)
+        assert not reference(*args)[1] and not kernels.twins()[reference](*args)[1]

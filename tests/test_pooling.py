@@ -5,7 +5,8 @@ from hypothesis import given, strategies as st
 
 import nn
 from nn.gradcheck import check_module
-from nn.pooling import adaptive_bins, pool_output_size
+from nn.pooling import adaptive_bins
+from nn.shapes import output_size as pool_output_size
 from tests.conftest import assert_gradients_ok
 
 

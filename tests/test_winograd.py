@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 import nn
-from nn import winograd
+from nn.conv import winograd
 from nn.gradcheck import check_module
-from nn.winograd import (AT, BT, G, winograd_input_backward_reference, winograd_input_reference,
+from nn.conv.winograd import (AT, BT, G, winograd_input_backward_reference, winograd_input_reference,
                          winograd_output_backward_reference, winograd_output_reference)
 from tests.conftest import assert_gradients_ok
 
@@ -38,7 +38,7 @@ def test_each_backward_transform_is_the_transpose_of_its_forward(rng):
     th, tw = winograd.tiles(H + 2 - 2, W - 2)
     T = N * th * tw
     x, dV = rng.standard_normal((N, C, H, W)), rng.standard_normal((16, C, T))
-    V = winograd_input_reference(x, padding, th, tw, np.empty((16, C, T)))
+    V, _ = winograd_input_reference(x, padding, th, tw, np.empty((16, C, T)))
     dx = winograd_input_backward_reference(dV, padding, th, tw, np.empty_like(x))
     assert np.vdot(V, dV) == pytest.approx(np.vdot(x, dx), rel=1e-12)
 
@@ -102,3 +102,24 @@ def test_float32_rounding_is_like_im2col(c_in, c_out, size, rng, monkeypatch):
                                 (conv.weight.grad, exact.weight.grad, "dW")]:
             error = np.abs(ours - ref).max() / np.abs(ref).max()
             assert error < 2e-6, f"{algorithm} (fused from {fused_from} floats) {grad}: {error:.1e}"
+
+
+@pytest.mark.parametrize("fused_from", [10 ** 12, 0])
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_an_infinite_input_gives_what_im2col_gives(fused_from, value, rng, monkeypatch):
+    """Winograd's transforms subtract inputs from each other (inf - inf = NaN); the layer finds
+    an input that is not finite and computes that batch with im2col, forward and backward."""
+    monkeypatch.setattr(nn.conv, "WINOGRAD_FUSED_MIN_FLOATS", fused_from)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    x[1, 2, 3, 4] = value
+    g = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    results = []
+    for algorithm in ("winograd", "im2col"):
+        nn.manual_seed(0)
+        conv = nn.Conv2d(3, 4, 3, padding=1, algorithm=algorithm)
+        results.append((conv(x), conv.backward(g), conv.weight.grad))
+    assert conv.cache["path"] == "im2col"
+    for got, wanted in zip(*results):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(wanted))
+        np.testing.assert_allclose(got, wanted, rtol=1e-5, atol=1e-5)
+    assert np.isinf(results[0][0]).any() == (not np.isnan(value))

@@ -32,14 +32,19 @@ Backward, for stride 1:
 
 So the layer's three products are GEMMs on slices, and nothing is ever scattered back. The sum
 over kernel rows is added by each GEMM into its output as it goes (BLAS's beta = 1, nn/blas.py)
-rather than by a second pass over memory: 7x1 128->128 @17, batch 32, forward 10.9-12.1 ->
-9.0-9.9 ms.
+rather than by a second pass over memory.
 
-The lowering below is the readable reference; nn/kernels.py has its Numba twin (same signature).
+MEC lowers along the width; a kernel wider than tall (1x7) runs on the transposed maps, kernel
+and padding (_frame), so that its long side is the windowed one.
+
+The lowering below is the readable reference; nn/kernels/mec.py has its Numba twin.
 """
 import numpy as np
 
-from . import blas
+from .. import blas, kernels
+from ..workspace import Workspace, owned
+
+_work = Workspace()
 
 
 def mec_lower_reference(x, KW, padding, W_out, R):
@@ -88,3 +93,50 @@ def weight_grad(dYT, R, shape):
 def flipped(w):
     """Wf[c, o, i, j] = w[o, c, KH-1-i, KW-1-j]: the kernel whose convolution of dY gives dx."""
     return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+
+
+def applies(kernel_size, stride, padding, dilation):
+    return (stride == (1, 1) and dilation == (1, 1)
+            and all(p < k for p, k in zip(padding, kernel_size)))
+
+
+def _frame(a, swapped):
+    """An NCHW array (or OIHW kernel) as MEC sees it: H and W swapped for a kernel wider than
+    tall. The same swap undoes itself."""
+    return a.transpose(0, 1, 3, 2) if swapped else a
+
+
+def _convolve(x, w, padding, keep):
+    """Y (C_out, H_out, N, W_out) of x (N, C, H, W) in MEC's frame, and the lowered input R
+    (a new array when `keep`, for dW; else the workspace's)."""
+    N, C, H, W = x.shape
+    O, _, KH, KW = w.shape
+    ph, pw = padding
+    H_out, W_out = H + 2 * ph - KH + 1, W + 2 * pw - KW + 1
+    shape = (KW * C, H + 2 * ph, N * W_out)
+    R = np.empty(shape, x.dtype) if keep else _work.get("R", shape, x.dtype)
+    R = kernels.twin(mec_lower_reference)(x, KW, padding, W_out, R)
+    Y = convolve(R, w, H_out, _work.get("Y", (O, H_out * N * W_out), x.dtype))
+    return Y.reshape(O, H_out, N, W_out), R
+
+
+def forward(x, w, stride, padding, dilation):
+    swapped = w.shape[3] > w.shape[2]
+    framed = padding[::-1] if swapped else padding
+    Y, R = _convolve(_frame(x, swapped), _frame(w, swapped), framed, keep=True)
+    y = owned(_frame(Y.transpose(2, 0, 1, 3), swapped))                # (N, C_out, H_out, W_out)
+    return y, {"R": R, "padding": framed, "swapped": swapped}
+
+
+def backward(dy, w, cache):
+    swapped, (ph, pw) = cache["swapped"], cache["padding"]
+    w = _frame(w, swapped)
+    O, C, KH, KW = w.shape
+    dy = _frame(dy, swapped)
+    N, _, H_out, W_out = dy.shape
+    dYT = _work.get("dYT", (H_out, N, W_out, O), dy.dtype)            # dY.T, rows (h, n, w)
+    dYT[...] = dy.transpose(2, 0, 3, 1)
+    dw = _frame(weight_grad(dYT.reshape(-1, O), cache["R"], w.shape), swapped)
+    # dx: the convolution of dY, padded by K-1-p, with the flipped kernel (see the top)
+    Yx, _ = _convolve(dy, flipped(w), (KH - 1 - ph, KW - 1 - pw), keep=False)
+    return owned(_frame(Yx.transpose(2, 0, 1, 3), swapped)), dw

@@ -27,23 +27,30 @@ transpose (no approximation: this is the exact gradient of the exact convolution
     dU = dM @ V^T   ->  dW = G^T dU G          dV = U^T @ dM  ->  dd = B dV B^T, added back
                                                                    where each tile was read
 The layer keeps the input tiles V from forward for dU (4x the input per layer: computing them
-again cost 10-17% of the layer's time, and its peak memory stays within 1.3x PyTorch's).
+again cost 10-17% of the layer's time). On large maps with few channels, where V and M outgrow
+every cache, nn/conv/winograd_fused.py runs the same chain a block of tiles at a time instead.
 
-Where V and M get large (the V3 stem: 32 channels on 147x147 maps, 179M floats at batch 32),
-the 16 products are too thin (K = C_in = 32) to be anything but a wait on memory: each reads
-V[xi] and writes M[xi] once for 64 flops per element. There the layer runs the whole chain
-fused (winograd_forward / winograd_backward below): the Numba twins take a block of tile rows
-at a time, transform it, multiply and transform back while it is in cache, and never hold V or
-M for the batch (backward transforms the input again, which is cheap in cache). nn/conv.py
-says from which size, measured.
+Winograd computes whole 2x2 tiles, so on small odd maps part of its work falls outside the
+output (fill below: a 3x3 map is 4 tiles, 16 outputs for 9); nn/conv/__init__.py picks it only
+where its tiles fill the map well.
+
+Infinite inputs: the transforms subtract input values from each other, so an inf becomes
+inf - inf = NaN where the direct convolution gives inf. The input transform tells whether every
+value it read was finite (nearly free: it checks them in cache), and forward returns None for an
+input that is not, so that the layer computes that batch with im2col instead.
 
 Rounding: the transforms only add, subtract and halve, so float32 results differ from im2col's
 by a few units in the last place of the largest terms (tests/test_winograd.py pins it).
 
-The functions below are the readable references, written with the matrices above; nn/kernels.py
-has their Numba twins (same signatures), picked by the switch there.
+The functions below are the readable references, written with the matrices above;
+nn/kernels/winograd.py has their Numba twins (same signatures).
 """
 import numpy as np
+
+from .. import kernels
+from ..workspace import Workspace
+
+_work = Workspace()
 
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
@@ -76,7 +83,8 @@ def transform_weight_backward(dU):
 
 
 def winograd_input_reference(x, padding, th, tw, V):
-    """V[(k, l), c, (n, a, b)] = (B^T d B)[k, l], d = xp[n, c, 2a:2a+4, 2b:2b+4] (xp: x zero-padded)"""
+    """V[(k, l), c, (n, a, b)] = (B^T d B)[k, l], d = xp[n, c, 2a:2a+4, 2b:2b+4] (xp: x zero-padded);
+    and whether every value of x is finite"""
     N, C, H, W = x.shape
     ph, pw = padding
     xp = np.zeros((N, C, 2 * th + 2, 2 * tw + 2), x.dtype)  # the tiles may reach one row past the padding
@@ -85,7 +93,7 @@ def winograd_input_reference(x, padding, th, tw, V):
                   for i in range(4)])                                       # (4, 4, N, C, th, tw)
     bt = BT.astype(x.dtype)
     V.reshape(4, 4, C, N, th, tw)[...] = np.einsum("ki,ijncab,lj->klcnab", bt, d, bt)
-    return V
+    return V, bool(np.isfinite(x).all())
 
 
 def winograd_output_reference(M, th, tw, y):
@@ -123,21 +131,37 @@ def winograd_input_backward_reference(dV, padding, th, tw, dx):
     return dx
 
 
-def winograd_forward_reference(x, U, padding, th, tw, y):
-    """y = the F(2x2, 3x3) convolution of x with the transformed kernels U (16, C_out, C_in)
-
-    The three steps above in a row, on every tile of the batch at once. The Numba twin does the
-    same a block of tile rows at a time, so that V and M stay in cache instead of going through
-    memory (see nn/kernels.py)."""
-    N, C = x.shape[:2]
-    V = winograd_input_reference(x, padding, th, tw, np.empty((16, C, N * th * tw), x.dtype))
-    return winograd_output_reference(U @ V, th, tw, y)
 
 
-def winograd_backward_reference(x, dout, U, padding, th, tw, dx):
-    """dx (written) and dU = dM @ V^T (returned, (16, C_out, C_in)) of the F(2x2, 3x3) convolution"""
-    N, C = x.shape[:2]
-    V = winograd_input_reference(x, padding, th, tw, np.empty((16, C, N * th * tw), x.dtype))
-    dM = winograd_output_backward_reference(dout, th, tw, np.empty((16, U.shape[1], V.shape[2]), x.dtype))
-    winograd_input_backward_reference(U.transpose(0, 2, 1) @ dM, padding, th, tw, dx)
-    return dM @ V.transpose(0, 2, 1)
+def applies(kernel_size, stride, padding, dilation):
+    return kernel_size == (3, 3) and stride == (1, 1) and dilation == (1, 1)
+
+
+def forward(x, w, stride, padding, dilation):
+    """y = x convolved with w through the batch-wide transforms and 16 GEMMs; the cache holds the
+    input tiles V and the transformed kernels U. (None, None) for an input that holds inf or NaN."""
+    N, C, H, W = x.shape
+    O = w.shape[0]
+    H_out, W_out = H + 2 * padding[0] - 2, W + 2 * padding[1] - 2
+    th, tw = tiles(H_out, W_out)
+    U = transform_weight(w)                                                     # (16, C_out, C_in)
+    V, finite = kernels.twin(winograd_input_reference)(x, padding, th, tw,
+                                                       np.empty((16, C, N * th * tw), x.dtype))
+    if not finite:
+        return None, None
+    M = np.matmul(U, V, out=_work.get("M", (16, O, V.shape[2]), x.dtype))      # (16, C_out, T)
+    y = kernels.twin(winograd_output_reference)(M, th, tw, np.empty((N, O, H_out, W_out), x.dtype))
+    return y, {"V": V, "U": U, "padding": padding, "x_shape": x.shape}
+
+
+def backward(dy, w, cache):
+    """(dx, dW): dM = A dY A^T, dU = dM @ V^T, dV = U^T @ dM, dx = B dV B^T added back."""
+    V, U, padding = cache["V"], cache["U"], cache["padding"]
+    th, tw = tiles(*dy.shape[2:])
+    dM = _work.get("M", (16, U.shape[1], V.shape[2]), dy.dtype)
+    dM = kernels.twin(winograd_output_backward_reference)(dy, th, tw, dM)       # (16, C_out, T)
+    dw = transform_weight_backward(np.matmul(dM, V.transpose(0, 2, 1)))
+    dV = np.matmul(U.transpose(0, 2, 1), dM, out=_work.get("dV", V.shape, dy.dtype))
+    dx = kernels.twin(winograd_input_backward_reference)(dV, padding, th, tw,
+                                                         np.empty(cache["x_shape"], dy.dtype))
+    return dx, dw

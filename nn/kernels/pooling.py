@@ -1,0 +1,201 @@
+"""Numba twins of nn/pooling.py: max pooling (over stride phases, a row of outputs at a time;
+stride 1 as a row pass and a column pass), its backward, and average pooling in two separable
+passes and its backward. Every kernel takes a plane (n, c) per thread."""
+import numpy as np
+from numba import njit, prange
+
+from nn.pooling import (avgpool_backward_reference, avgpool_reference, maxpool_backward_reference,
+                        maxpool_reference)
+
+from . import twin_of
+from .common import _first_inside, _inside
+
+
+@njit(cache=True)
+def _maxpool_stride1(xp, KH, KW, dilation, padding, W, y, argmax):
+    """maxpool_numba for one padded plane xp (Hp, S) at stride 1: a pass along the rows, then
+    one down the columns, each a single long loop over the flattened plane (positions whose
+    window runs past the end of a row are computed too, and never read). The row pass keeps
+    the first j holding each row's maximum (the last NaN), the column pass the first i (the
+    last row with a NaN): together, the first maximum in row-major order (its last NaN), as
+    the general scan finds it. A window of -inf points at its first input pixel."""
+    Hp, S = xp.shape
+    H_out, W_out = y.shape
+    dh, dw = dilation
+    ph, pw = padding
+    flat = xp.reshape(Hp * S)
+    L1 = Hp * S - (KW - 1) * dw
+    rm = flat[:L1].copy()                # rm[r*S + w]: max over row r's window at column w
+    rj = np.zeros(L1, np.int32)          # its first column offset j
+    for j in range(1, KW):
+        src = flat[j * dw:]
+        for k in range(L1):
+            v = src[k]
+            if v > rm[k] or v != v:
+                rm[k] = v
+                rj[k] = j
+    L2 = (H_out - 1) * S + W_out         # the last output's position, plus one
+    cm = rm[:L2].copy()                  # cm[h*S + w]: the window's max
+    ci = np.zeros(L2, np.int32)          # its first row offset i
+    for i in range(1, KH):
+        src = rm[i * dh * S:]
+        for k in range(L2):
+            v = src[k]
+            if v > cm[k] or v != v:
+                cm[k] = v
+                ci[k] = i
+    for h in range(H_out):
+        for w in range(W_out):
+            k = h * S + w
+            i = ci[k]
+            j = rj[k + i * dh * S]
+            y[h, w] = cm[k]
+            if cm[k] == -np.inf:  # no maximum: the first input pixel, not the padding
+                i = _first_inside(h - ph, dh)
+                j = _first_inside(w - pw, dw)
+            argmax[h, w] = (h + i * dh - ph) * W + w + j * dw - pw
+
+@twin_of(maxpool_reference)
+@njit(parallel=True, cache=True)
+def maxpool_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, y, argmax):
+    """y[n, c, h, w] = max of the window; argmax = flat index h_in*W + w_in of its first maximum"""
+    N, C, H, W = x.shape
+    sh, sw = stride
+    ph, pw = padding
+    dh, dw = dilation
+    Hp = (H_out - 1) * sh + (KH - 1) * dh + 1        # rows and columns the windows reach
+    S = W_out + ((KW - 1) * dw) // sw                 # columns per stride phase they reach
+    for plane in prange(N * C):
+        n = plane // C
+        c = plane % C
+        # the plane padded with -inf and split into sw column phases: xs[p, r, s] = xp[r, s*sw + p],
+        # so that window column j of output w is xs[(j*dw) % sw, r, w + (j*dw) // sw]: stride 1
+        xs = np.full((sw, Hp, S), -np.inf, x.dtype)
+        for p in range(sw):
+            lo, hi = _inside(p - pw, sw, W, S)  # the phase's columns that hold a column of x
+            for r in range(max(0, ph), min(Hp, H + ph)):
+                src = x[n, c, r - ph, lo * sw + p - pw:]
+                dst = xs[p, r, lo:hi]
+                for s in range(hi - lo):
+                    dst[s] = src[s * sw]
+        if sh == 1 and sw == 1:
+            _maxpool_stride1(xs[0], KH, KW, dilation, padding, W, y[n, c], argmax[n, c])
+            continue
+        best = np.empty(W_out, x.dtype)
+        bk = np.empty(W_out, np.int32)  # the window offset i*KW + j of the maximum so far
+        j0 = np.empty(W_out, np.int32)  # each window's first column inside the input
+        for w in range(W_out):
+            j0[w] = _first_inside(w * sw - pw, dw)
+        for h in range(H_out):  # a row of outputs at a time, scanning the window row-major
+            best[:] = -np.inf
+            i0 = _first_inside(h * sh - ph, dh)
+            # a window of -inf keeps its first input pixel, set before the scan (a test
+            # after it, per output, made this kernel 8-10% slower)
+            for w in range(W_out):
+                bk[w] = i0 * KW + j0[w]
+            for i in range(KH):
+                r = h * sh + i * dh
+                for j in range(KW):
+                    row = xs[(j * dw) % sw, r, (j * dw) // sw:]
+                    k = i * KW + j
+                    for w in range(W_out):  # a strict > keeps the first maximum; the last NaN
+                        v = row[w]
+                        if v > best[w] or v != v:
+                            best[w] = v
+                            bk[w] = k
+            for w in range(W_out):
+                y[n, c, h, w] = best[w]
+                argmax[n, c, h, w] = ((h * sh + (bk[w] // KW) * dh - ph) * W
+                                      + w * sw + (bk[w] % KW) * dw - pw)
+    return y, argmax
+
+@twin_of(maxpool_backward_reference)
+@njit(parallel=True, cache=True)
+def maxpool_backward_numba(dout, argmax, dx):
+    """dx[n, c].flat[argmax[n, c, h, w]] += dout[n, c, h, w] (overlapping windows accumulate)"""
+    N, C, H, W = dx.shape
+    H_out, W_out = dout.shape[2], dout.shape[3]
+    for plane in prange(N * C):  # each plane's windows only reach that plane of dx
+        n = plane // C
+        c = plane % C
+        flat = dx[n, c].reshape(H * W)  # argmax is a flat index into the plane
+        flat[:] = 0.0
+        for h in range(H_out):
+            for w in range(W_out):
+                flat[argmax[n, c, h, w]] += dout[n, c, h, w]
+    return dx
+
+
+@twin_of(avgpool_reference)
+@njit(parallel=True, cache=True)
+def avgpool_numba(x, KH, KW, stride, padding, divisor, y):
+    """y[n, c, h, w] = sum of the zero-padded window starting at (h*sh - ph, w*sw - pw) / divisor[h, w]"""
+    N, C, H, W = x.shape
+    H_out, W_out = divisor.shape
+    sh, sw = stride
+    ph, pw = padding
+    for plane in prange(N * C):  # separable: sum along each row first, then down the columns
+        n = plane // C
+        c = plane % C
+        rows = np.zeros((H, W_out), x.dtype)  # rows[r, w]: row r of x summed over window w's columns
+        for j in range(KW):
+            lo, hi = _inside(j - pw, sw, W, W_out)  # the windows whose column j lies inside x
+            for r in range(H):
+                src = x[n, c, r, lo * sw + j - pw:]
+                dst = rows[r, lo:hi]
+                if sw == 1:  # a stride known to be 1 lets the loop vectorize
+                    for w in range(hi - lo):
+                        dst[w] += src[w]
+                else:
+                    for w in range(hi - lo):
+                        dst[w] += src[w * sw]
+        out = y[n, c]
+        out[:, :] = 0.0
+        for i in range(KH):
+            lo, hi = _inside(i - ph, sh, H, H_out)  # the windows whose row i lies inside x
+            for h in range(hi - lo):
+                src = rows[(lo + h) * sh + i - ph]
+                dst = out[lo + h]
+                for w in range(W_out):
+                    dst[w] += src[w]
+        for h in range(H_out):
+            dst = out[h]
+            d = divisor[h]
+            for w in range(W_out):
+                dst[w] /= d[w]
+    return y
+
+@twin_of(avgpool_backward_reference)
+@njit(parallel=True, cache=True)
+def avgpool_backward_numba(dout, KH, KW, stride, padding, divisor, dx):
+    """dx[n, c, window of (h, w)] += dout[n, c, h, w] / divisor[h, w] (overlapping windows add up)"""
+    N, C, H, W = dx.shape
+    H_out, W_out = divisor.shape
+    sh, sw = stride
+    ph, pw = padding
+    for plane in prange(N * C):  # forward's two passes, transposed, in the reverse order
+        n = plane // C
+        c = plane % C
+        rows = np.zeros((H, W_out), dx.dtype)  # rows[r, w]: what row r gets from window column w
+        for i in range(KH):
+            lo, hi = _inside(i - ph, sh, H, H_out)
+            for h in range(hi - lo):
+                g = dout[n, c, lo + h]
+                d = divisor[lo + h]
+                dst = rows[(lo + h) * sh + i - ph]
+                for w in range(W_out):
+                    dst[w] += g[w] / d[w]
+        out = dx[n, c]
+        out[:, :] = 0.0
+        for j in range(KW):
+            lo, hi = _inside(j - pw, sw, W, W_out)
+            for r in range(H):
+                src = rows[r, lo:hi]
+                dst = out[r, lo * sw + j - pw:]
+                if sw == 1:
+                    for w in range(hi - lo):
+                        dst[w] += src[w]
+                else:
+                    for w in range(hi - lo):
+                        dst[w * sw] += src[w]
+    return dx
