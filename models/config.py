@@ -44,6 +44,8 @@ class Config:
     lr_gamma: float = _setting(0.1, "--lr-gamma")
     clip_grad: float = _setting(None, "--clip-grad")
     seed: int = _setting(0, "--seed")
+    initial_checkpoint: str = _setting(None, "--initial-checkpoint")   # weights to start from
+    new_classifier: bool = _setting(False, "--new-classifier")        # ... with new final layers
     preset: str = _setting("quick", "--preset")
     data_dir: str = _setting(None, "--data-dir", how=True)
     download: bool = _setting(True, "--no-download", how=True)
@@ -107,7 +109,8 @@ def resolve(config):
 def _type_of(name):
     default = FIELDS[name].default
     return {"image_size": int, "eval_batch_size": int, "train_subset": int, "lr_step_epochs": int,
-            "clip_grad": float, "data_dir": str, "output_dir": str}.get(name, type(default))
+            "clip_grad": float, "data_dir": str, "output_dir": str,
+            "initial_checkpoint": str}.get(name, type(default))
 
 
 def check(config):
@@ -142,6 +145,8 @@ def check(config):
             fail(name, f"must be in [0, 1), got {getattr(config, name)}")
     if not 0 <= config.augment_shift <= 4:
         fail("augment_shift", f"must be between 0 and 4 pixels, got {config.augment_shift}")
+    if config.new_classifier and not config.initial_checkpoint:
+        fail("new_classifier", "starts the final layers of an --initial-checkpoint afresh: give one")
     smallest = min_image_size(config.model)
     if config.image_size < smallest:
         fail("image_size", f"{config.image_size} is too small for {config.model}: the minimum is {smallest}")
@@ -156,7 +161,8 @@ def from_dict(values, source):
     decides what the run computes must be there; a missing "how" setting takes its default."""
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: its configuration is not a JSON object")
-    missing = sorted(name for name in FIELDS if name not in values and name not in HOW)
+    missing = sorted(name for name in FIELDS if name not in values and name not in HOW
+                     and name not in ("initial_checkpoint", "new_classifier"))
     if missing:
         raise ConfigError(f"{source}: its configuration has no {', '.join(repr(m) for m in missing)}: "
                           "the file is incomplete or was written by something else")

@@ -41,6 +41,7 @@ from .profile import format_profile, profile_step
 from .report import (classification_report, confusion_matrix, markdown_report, plot_confusion_matrix,
                      plot_curves, report_json)
 from .rundir import RunFolder, RunFolderError
+from .weights import CheckpointError, load_weights
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 # Memory a training step keeps per pixel of each image, in bytes, at width 1 (activations, their
@@ -118,6 +119,12 @@ def build_parser():
     p.add_argument("--lr-gamma", type=number_arg(float, 0), default=S, help="step schedule: decay factor")
     p.add_argument("--clip-grad", type=number_arg(float, 0), default=S, help="clip the global gradient norm")
     p.add_argument("--seed", type=number_arg(int), default=S)
+    p.add_argument("--initial-checkpoint", metavar="PATH", default=S,
+                   help="start from these weights (a checkpoint.npz, model_best.npz, weights .npz or "
+                        ".safetensors of the same model and width) with a fresh optimizer: fine-tuning")
+    p.add_argument("--new-classifier", action="store_true", default=S,
+                   help="with --initial-checkpoint: start the final layers (one output per class) "
+                        "afresh, e.g. for a data set with another number of classes")
     p.add_argument("--output-dir", default=S, help="default: runs/<model>_<dataset>")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run that --output-dir holds (without it, such a folder is refused)")
@@ -414,6 +421,8 @@ def setup(config, resume=None, overwrite=False, log=print):
         info, train_split, val_split, test_split = load_data(config, log)
         nn.manual_seed(config.seed)
         model = build(config.model, num_classes=len(info.classes), width=config.width)
+        if config.initial_checkpoint and arrays is None:
+            start_from(model, config, log)
         check_memory(model, config)
         for i, m in enumerate(m for m in model.modules() if isinstance(m, nn.Dropout)):
             m.reseed([config.seed, i])
@@ -440,6 +449,21 @@ def setup(config, resume=None, overwrite=False, log=print):
     return Run(config, folder, info, splits, model, opt, sched,
                [nn.CrossEntropyLoss(label_smoothing=config.label_smoothing) for _ in range(3)],
                train_loader, steps_per_epoch, meta, log, eval_batches=1 if config.dry_run else None)
+
+
+def start_from(model, config, log):
+    """Fine-tuning: the weights of --initial-checkpoint, all of them or all but the classifier
+    layers (--new-classifier), which keep their fresh initialisation."""
+    path = config.initial_checkpoint
+    skip = {f"{layer}.{p}" for layer in model.CLASSIFIERS for p in ("weight", "bias")}
+    try:
+        load_weights(model, path, skip if config.new_classifier else ())
+    except CheckpointError as err:
+        if not config.new_classifier and any(f"'{key}' has shape" in str(err) for key in skip):
+            raise ConfigError(f"{err}; its classifier has another number of classes than "
+                              f"{config.dataset}: add --new-classifier to start the final layers afresh") from None
+        raise
+    log(f"started from the weights of {path}" + (" (new final layers)" if config.new_classifier else ""))
 
 
 def _bring_best_model(resume, folder, meta, log):

@@ -24,6 +24,30 @@ def large_data(*folders):
                               f" (missing: {', '.join(missing)})")
 
 
+def quiet(*_):
+    pass
+
+
+def tiny_config(out, **overrides):
+    """A training run of seconds: a narrow V2 on 16x16 images of 160 of the embedded digits."""
+    import dataclasses
+    from models import train
+    args = train.build_parser().parse_args([
+        "--no-download", "--width", "0.1", "--image-size", "16",
+        "--train-subset", "160", "--val-fraction", "0.25", "-b", "16", "--epochs", "2",
+        "--output-dir", str(out), "--print-freq", "1000"])
+    return dataclasses.replace(train.make_config(args), **overrides)
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """A finished two-epoch tiny run, to copy, damage, export and start from (never changed)."""
+    from models import train
+    out = tmp_path_factory.mktemp("finished")
+    train.run(tiny_config(out), log=quiet)
+    return out
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

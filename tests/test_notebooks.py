@@ -9,9 +9,10 @@ from tests.conftest import ROOT
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_there_are_four_notebooks():
+def test_there_are_five_notebooks():
     assert [p.name for p in NOTEBOOKS] == ["01_batchnorm_math.ipynb", "02_im2col_convolution.ipynb",
-                                           "03_gradient_checking.ipynb", "04_training_inception.ipynb"]
+                                           "03_gradient_checking.ipynb", "04_training_inception.ipynb",
+                                           "05_what_the_network_looks_at.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -20,19 +20,11 @@ from models import train as train_cli
 from models.checkpoint import read_checkpoint
 from models.weights import CheckpointError, load_weights
 from nn.serialization import WriteError, atomic_write
-from tests.conftest import ROOT
-from tests.test_train import quiet, resume, tiny_config
+from tests.conftest import ROOT, tiny_config
+from tests.test_train import resume
 
 TINY_FLAGS = ["--no-download", "--width", "0.1", "--image-size", "16", "--train-subset", "160",
               "--val-fraction", "0.25", "-b", "16", "--epochs", "2", "--print-freq", "1000"]
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished two-epoch tiny run, to copy and damage."""
-    out = tmp_path_factory.mktemp("finished")
-    train_cli.run(tiny_config(out), log=quiet)
-    return out
 
 
 def main_error(capsys, argv, code=2):

@@ -12,23 +12,11 @@ from models import evaluate as evaluate_cli
 from models import train as train_cli
 from models.checkpoint import read_checkpoint
 from models.report import confusion_matrix, per_class_scores
-
-
-def tiny_config(out, **overrides):
-    """A run of seconds: a narrow V2 on 16x16 images of 160 of the embedded training digits."""
-    args = train_cli.build_parser().parse_args([
-        "--no-download", "--width", "0.1", "--image-size", "16",
-        "--train-subset", "160", "--val-fraction", "0.25", "-b", "16", "--epochs", "2",
-        "--output-dir", str(out), "--print-freq", "1000"])
-    return dataclasses.replace(train_cli.make_config(args), **overrides)
+from tests.conftest import quiet, tiny_config
 
 
 def checkpoint_meta(arrays):
     return arrays["meta"]
-
-
-def quiet(*_):
-    pass
 
 
 def test_tiny_run_writes_every_output(tmp_path):
