@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from . import kernels
 from .module import Parameter
 
 
@@ -132,6 +133,26 @@ class SGD(Optimizer):
         p.data -= group["lr"] * d
 
 
+def adam_step_reference(p, g, m, v, vmax, beta1, one_minus_beta1, beta2, one_minus_beta2, eps,
+                        decay, l2, step_size, bias2):
+    """p, m and v (and vmax, for amsgrad; else an empty array) take one Adam step in place:
+        p = decay*p;  g = g + l2*p;  m = beta1*m + (1 - beta1)*g;  v = beta2*v + (1 - beta2)*g*g
+        p = p - step_size*m / (sqrt(v)/bias2 + eps)     (v: max(vmax, v) for amsgrad)
+    with the scalars already in p's dtype (so that NumPy and the Numba twin round alike)."""
+    if decay != 1:
+        p *= decay
+    if l2:
+        g = g + l2 * p
+    m *= beta1
+    m += one_minus_beta1 * g
+    v *= beta2
+    v += one_minus_beta2 * g * g
+    if vmax.size:
+        np.maximum(vmax, v, out=vmax)
+        v = vmax
+    p -= step_size * m / (np.sqrt(v) / bias2 + eps)
+
+
 class Adam(Optimizer):
     """Adam (Kingma & Ba 2015); weight_decay is L2 added to the gradient.
 
@@ -156,11 +177,9 @@ class Adam(Optimizer):
                 raise ValueError(f"{type(self).__name__}: betas[{i}] must be in [0, 1), got {beta}")
 
     def _update(self, p, g, group, state):
+        """One step of the equations above, in one pass over memory where Numba runs
+        (nn/kernels/optim.py; the NumPy reference takes a pass per operation)."""
         lr, (b1, b2), wd = group["lr"], group["betas"], group["weight_decay"]
-        if wd and self.decoupled:
-            p.data *= 1 - lr * wd           # AdamW: decay the weights, not the gradient
-        elif wd:
-            g = g + wd * p.data             # Adam: L2, which then goes through the moments
         if not state:
             state["step"] = 0
             state["exp_avg"] = np.zeros_like(p.data)
@@ -168,17 +187,15 @@ class Adam(Optimizer):
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = np.zeros_like(p.data)
         state["step"] += 1
-        t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * g * g
-        if group["amsgrad"]:
-            np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-            v = state["max_exp_avg_sq"]
-        step_size = lr / (1 - b1 ** t)
-        denom = np.sqrt(v) / math.sqrt(1 - b2 ** t) + group["eps"]
-        p.data -= step_size * m / denom
+        t = state["step"]
+        f = p.data.dtype.type
+        decay = 1 - lr * wd if self.decoupled else 1    # AdamW: decay the weights, not the gradient
+        l2 = 0 if self.decoupled else wd                # Adam: L2, which then goes through the moments
+        kernels.twin(adam_step_reference)(
+            p.data, g, state["exp_avg"], state["exp_avg_sq"],
+            state.get("max_exp_avg_sq", np.empty(0, p.data.dtype)),
+            f(b1), f(1 - b1), f(b2), f(1 - b2), f(group["eps"]), f(decay), f(l2),
+            f(lr / (1 - b1 ** t)), f(math.sqrt(1 - b2 ** t)))
 
 
 class AdamW(Adam):

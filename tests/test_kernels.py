@@ -11,12 +11,13 @@ from nn.conv.winograd import (tiles, transform_weight, winograd_input_backward_r
                               winograd_input_reference, winograd_output_backward_reference,
                               winograd_output_reference)
 from nn.conv.winograd_fused import winograd_backward_reference, winograd_forward_reference
+from nn.optim import adam_step_reference
 from nn.pooling import maxpool_backward_reference, maxpool_reference
 from nn.shapes import output_size
 
 pytest.importorskip("numba", reason="numba not installed")
 from nn.kernels import batchnorm as k_bn, im2col as k_im2col, mec as k_mec, pooling as k_pool  # noqa: E402
-from nn.kernels import winograd as k_wino, winograd_fused as k_fused  # noqa: E402
+from nn.kernels import optim as k_optim, winograd as k_wino, winograd_fused as k_fused  # noqa: E402
 
 conv_output_size = output_size
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
@@ -282,7 +283,7 @@ def test_every_registered_twin_is_checked_here():
                               batchnorm_stats_reference)
     from nn.pooling import avgpool_backward_reference, avgpool_reference
     checked |= {batchnorm_backward_reference, batchnorm_normalize_reference, batchnorm_stats_reference,
-                avgpool_backward_reference, avgpool_reference}
+                avgpool_backward_reference, avgpool_reference, adam_step_reference}
     assert set(kernels.twins()) == checked
 
 
@@ -303,3 +304,25 @@ def test_winograd_input_transforms_tell_a_non_finite_input(where, value):
     for reference in (winograd_input_reference, winograd_forward_reference):
         args = (x, (1, 1), th, tw, V) if reference is winograd_input_reference else (x, U, (1, 1), th, tw, y)
         assert not reference(*args)[1] and not kernels.twins()[reference](*args)[1]
+
+
+@given(size=st.integers(1, 3000), dtype=st.sampled_from([np.float64, np.float32]), amsgrad=st.booleans(),
+       decoupled=st.booleans(), step=st.integers(1, 50))
+def test_adam_step_twins_agree_bit_for_bit(size, dtype, amsgrad, decoupled, step):
+    """One pass instead of one per operation, with the same operations in the same order and
+    dtype: the same bits (a NaN gradient included)."""
+    rng = np.random.default_rng(size)
+    p, g, m = (rng.standard_normal(size).astype(dtype) for _ in range(3))
+    v = np.abs(rng.standard_normal(size)).astype(dtype)
+    vmax = np.abs(rng.standard_normal(size)).astype(dtype) if amsgrad else np.empty(0, dtype)
+    g[size // 2] = np.nan
+    f = np.dtype(dtype).type
+    lr, wd = 1e-3, 0.01
+    scalars = (f(0.9), f(0.1), f(0.999), f(1 - 0.999), f(1e-8), f(1 - lr * wd) if decoupled else f(1),
+               f(0) if decoupled else f(wd), f(lr / (1 - 0.9 ** step)), f(np.sqrt(1 - 0.999 ** step)))
+    ref = [a.copy() for a in (p, g, m, v, vmax)]
+    fast = [a.copy() for a in (p, g, m, v, vmax)]
+    adam_step_reference(*ref, *scalars)
+    k_optim.adam_step_numba(*fast, *scalars)
+    for a, b in zip(ref, fast):
+        np.testing.assert_array_equal(a, b)

@@ -35,8 +35,12 @@ ALGORITHMS = {"pointwise": pointwise, "winograd": winograd, "winograd_fused": wi
 # The rules of algorithm="auto", each measured at the shapes of both models (the figures, and the
 # command that re-measures each, are in docs/performance.md):
 # Winograd where at least this share of its 2x2 tiles' outputs lies inside the output map
-# (winograd.fill): 6x6, 8x8, 17x17 (0.89) and larger maps win, 7x7 (0.77) and 3x3 lose.
+# (winograd.fill): 6x6, 8x8, 17x17 (0.89) and larger maps win, 7x7 (0.77) and 3x3 lose;
+# and where the layer's products are large enough, N*H_out*W_out*C_in*C_out multiply-adds per
+# kernel tap, for its 2.25x fewer multiplications to outweigh its four transforms and 16 thin
+# GEMMs: on small maps (the quick preset's 2x2 and 4x4) it took 1.2-1.9x im2col's time.
 WINOGRAD_MIN_FILL = 0.8
+WINOGRAD_MIN_WORK = 20_000_000
 # Winograd fused where the batch-wide V and M, 16 * (C_in + C_out) floats per tile, would reach
 # this many floats, on layers of at most WINOGRAD_FUSED_MAX_CHANNELS channels in and out together:
 # there the batch-wide path waits on memory, while with more channels BLAS's products gain more
@@ -118,13 +122,14 @@ class Conv2d(Module):
     def algorithm_for(self, N, H_out, W_out):
         """The path forward takes for a batch of N H_out x W_out outputs: the one asked for, or
         with "auto" the fastest exact one (Winograd only where its 2x2 tiles fill the map well
-        enough, MEC only for long kernels and wide enough GEMMs). "winograd" stands for both of
+        enough and the layer is large enough, MEC only for long kernels and wide enough GEMMs). "winograd" stands for both of
         its paths (winograd_fused tells which)."""
         if self.algorithm != "auto":
             return self.algorithm
         if self._applies("pointwise"):
             return "pointwise"
-        if self._applies("winograd") and winograd.fill(H_out, W_out) >= WINOGRAD_MIN_FILL:
+        if (self._applies("winograd") and winograd.fill(H_out, W_out) >= WINOGRAD_MIN_FILL
+                and N * H_out * W_out * self.in_channels * self.out_channels >= WINOGRAD_MIN_WORK):
             return "winograd"
         if (self._applies("mec") and max(self.kernel_size) >= MEC_MIN_KERNEL
                 and N * H_out * W_out >= MEC_MIN_COLUMNS):

@@ -26,7 +26,9 @@ The rules every kernel keeps, and why (docs/design.md has the measurements behin
   do not vectorize;
 - a stride that is 1 should be known to be 1 (a separate loop), or a loop over `src[w * sw]`
   does not vectorize;
-- copy a plane over the valid ranges computed once (common._inside), not with a test per pixel.
+- copy a plane over the valid ranges computed once (common._inside), not with a test per pixel;
+- before a prange loop, make each view of an argument in a statement of its own: four views
+  unpacked from one tuple (`pf, gf, mf, vf = p.reshape(n), ...`) lost every write of the loop.
 Numba caches each compiled kernel in nn/kernels/__pycache__ and tracks only the kernel's own
 file: after editing a helper of common.py or winograd.py, delete that folder.
 """
@@ -39,7 +41,7 @@ try:
 except ImportError:  # the NumPy references are used everywhere
     HAVE_NUMBA = False
 
-KERNEL_MODULES = ("im2col", "mec", "winograd", "winograd_fused", "pooling", "batchnorm")
+KERNEL_MODULES = ("im2col", "mec", "winograd", "winograd_fused", "pooling", "batchnorm", "optim")
 _BACKENDS = ("numba", "reference")
 _backend = "reference"
 _TWINS = {}          # reference function -> its Numba twin, filled when the kernel modules load
