@@ -4,23 +4,26 @@ They are made once, when the first layer runs (Module.__call__ calls prepare()),
 imported before nn and in whatever order: a script or notebook that imports NumPy first trains
 as fast as `python -m models.train`. Importing nn changes nothing by itself.
 
-Thread pools.
-Two pools of worker threads take turns on the same cores: OpenBLAS's, which run NumPy's matrix
-products, and OpenMP's (libgomp), which run the Numba kernels. By default the idle threads of
-each pool keep spinning after their work is done, on the cores the other pool needs next:
-- OpenBLAS's threads spin for about 0.1 s after every matrix product (2**28 clock cycles), so
-  the Numba kernel that follows runs on a core that is busy doing nothing;
-- libgomp's threads spin after every Numba kernel (about 10 ms of CPU here), so the product that
-  follows runs at half speed.
-prepare() makes both sleep at once:
+Thread pools. Two pools of worker threads take turns on the same cores: OpenBLAS's, which run
+NumPy's matrix products, and OpenMP's (libgomp), which run the Numba kernels. After its work,
+an idle thread of either pool spins for a while, waiting for more, before it sleeps:
+- OpenBLAS's threads spin for about 0.1 s after every matrix product (2**28 clock cycles), on
+  the cores the Numba kernel that follows needs;
+- libgomp's threads spin for 300,000 rounds after every Numba kernel (about 10 ms of CPU here),
+  on the cores the product that follows needs: it ran at half speed;
+- but a thread that sleeps at once costs the next kernel a wake-up (30-40 us a parallel region
+  here): a small layer's forward and backward took 4-6 times as long, and a training step of
+  Inception-V2 at 32x32 lost 20%.
+prepare() sets both in between, at run time:
 - OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when NumPy loads it, and again when asked to
   (openblas_read_env); its threads are then stopped, and the next product starts them again with
   the new timeout (4: they sleep after 16 cycles);
-- libgomp reads OMP_WAIT_POLICY once, when it loads, which is when Numba starts its thread pool:
-  prepare() starts that pool (3-4 ms), with OMP_WAIT_POLICY=PASSIVE set for that moment.
+- libgomp reads GOMP_SPINCOUNT once, when it loads, which is when Numba starts its thread pool:
+  prepare() starts that pool (3-4 ms), with GOMP_SPINCOUNT=1000 set for that moment (a few
+  microseconds: enough for the next kernel of a layer, too short to slow the product after it).
   PyTorch's copy of libgomp has the same name, so one process holds only one: imported before
   nn, torch keeps its own settings and nn leaves them alone; imported after, torch's OpenMP
-  threads sleep at once too.
+  threads spin this briefly too.
 Neither variable stays in os.environ: child processes (a PyTorch benchmark, the user's own
 subprocesses) get the environment the user started with. A value the user set is left alone.
 
@@ -42,7 +45,9 @@ import sys
 
 import numpy as np
 
-QUIET = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE"}
+# The settings prepare() makes, where the user has not; docs/performance.md has the figures and the
+# command that re-measures them (GOMP_SPINCOUNT from 100 to 10,000, OMP_WAIT_POLICY=PASSIVE).
+QUIET = {"OPENBLAS_THREAD_TIMEOUT": "4", "GOMP_SPINCOUNT": "1000"}
 SET_BY_USER = frozenset(k for k in QUIET if k in os.environ)   # as the process found them
 _LIBRARY_PATTERNS = ("numpy.libs/*openblas*", "numpy/.dylibs/*openblas*")
 _status = {}
@@ -86,7 +91,7 @@ def _quiet_openblas():
 
 
 def _quiet_openmp():
-    if "OMP_WAIT_POLICY" in os.environ:
+    if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
         return "left as the environment sets it"
     try:
         from numba.np.ufunc import parallel
@@ -98,7 +103,7 @@ def _quiet_openmp():
         return "libgomp was loaded before nn was imported (by PyTorch?): left as it is"
     with _environment(QUIET):
         parallel._launch_threads()
-    return f"idle threads sleep at once ({parallel._threading_layer} threading layer)"
+    return f"idle threads spin briefly, then sleep ({parallel._threading_layer} threading layer)"
 
 
 def _loaded(name):
