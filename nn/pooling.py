@@ -36,10 +36,9 @@ def _first_inside(count, stride, padding, dilation):
     return np.maximum(0, -((np.arange(count) * stride - padding) // dilation))
 
 
-def maxpool_reference(x, KH, KW, stride, padding, dilation, H_out, W_out, y, argmax):
-    """y[n, c, h, w] = max of the window; argmax = flat index h_in*W + w_in of its first maximum"""
+def maxpool_reference(x, KH, KW, stride, padding, dilation, H_out, W_out, y, offset):
+    """y[n, c, h, w] = max of the window; offset = i*KW + j of its first maximum in the window"""
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    W = x.shape[3]
     xp = _padded(x, padding, H_out, W_out, (KH, KW), stride, dilation, -np.inf)
     y[...] = -np.inf
     # before the scan, the window's first input pixel: a window of -inf keeps it (as PyTorch)
@@ -52,18 +51,26 @@ def maxpool_reference(x, KH, KW, stride, padding, dilation, H_out, W_out, y, arg
             np.copyto(y, v, where=take)
             np.copyto(best_i, i, where=take)
             np.copyto(best_j, j, where=take)
-    rows = np.arange(H_out)[:, None] * sh + best_i * dh - ph
-    cols = np.arange(W_out)[None, :] * sw + best_j * dw - pw
-    argmax[...] = rows * W + cols
-    return y, argmax
+    offset[...] = best_i * KW + best_j
+    return y, offset
 
 
-def maxpool_backward_reference(dout, argmax, dx):
-    """dx[n, c].flat[argmax[n, c, h, w]] += dout[n, c, h, w] (overlapping windows accumulate)"""
+def window_argmax(offset, KW, stride, padding, dilation, W):
+    """The flat input index h_in*W + w_in that each window's offset i*KW + j points at."""
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    H_out, W_out = offset.shape[-2:]
+    i, j = np.divmod(offset.astype(np.int64), KW)
+    rows = np.arange(H_out)[:, None] * sh + i * dh - ph
+    return rows * W + np.arange(W_out)[None, :] * sw + j * dw - pw
+
+
+def maxpool_backward_reference(dout, offset, KW, stride, padding, dilation, dx):
+    """dx[n, c, h_in, w_in] += dout[n, c, h, w] where window (h, w)'s offset points (overlapping
+    windows accumulate)"""
     N, C, H, W = dx.shape
     plane = np.arange(N * C).reshape(N, C, 1, 1) * (H * W)
-    flat = np.bincount((plane + argmax).ravel(), weights=dout.ravel(), minlength=dx.size)
-    dx[...] = flat.reshape(dx.shape)
+    index = plane + window_argmax(offset, KW, stride, padding, dilation, W)
+    dx[...] = np.bincount(index.ravel(), weights=dout.ravel(), minlength=dx.size).reshape(dx.shape)
     return dx
 
 
@@ -133,15 +140,18 @@ class MaxPool2d(_Pool2d):
     PyTorch's CPU kernel also fixes the two cases without a maximum: a window holding NaN picks
     its last NaN, and a window holding only -inf (and padding) its first input pixel, never the
     padding.
-    Shapes: x (N, C, H, W) -> y (N, C, H_out, W_out).   Cache: argmax (flat input index per output).
+    Shapes: x (N, C, H, W) -> y (N, C, H_out, W_out).   Cache: each window's maximum as its
+    offset i*KW + j in the window, one byte per output where the window has at most 256 pixels
+    (a flat index into the plane took 4 or 8; argmax() gives it, as PyTorch's indices).
     """
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
                  ceil_mode=False):
         super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
         if return_indices:
-            raise ValueError("MaxPool2d: return_indices=True is not supported; the indices are "
-                             "kept in .cache['argmax'] for backward")
+            raise ValueError("MaxPool2d: return_indices=True is not supported; after a forward, "
+                             "argmax() gives the indices")
+        self.offset_dtype = np.uint8 if self.kernel_size[0] * self.kernel_size[1] <= 256 else np.int32
 
     def forward(self, x):
         check_input(self, x, "NCHW")
@@ -149,17 +159,25 @@ class MaxPool2d(_Pool2d):
         N, C, H, W = x.shape
         H_out, W_out = self.output_size(H, W)
         y = np.empty((N, C, H_out, W_out), x.dtype)
-        argmax = np.empty((N, C, H_out, W_out), np.int64)
+        offset = np.empty((N, C, H_out, W_out), self.offset_dtype)
         kernels.twin(maxpool_reference)(x, *self.kernel_size, self.stride, self.padding, self.dilation,
-                                        H_out, W_out, y, argmax)
-        self.cache = {"argmax": argmax, "x_shape": x.shape, "dtype": x.dtype}
+                                        H_out, W_out, y, offset)
+        self.cache = {"offset": offset, "x_shape": x.shape, "dtype": x.dtype}
         return y
+
+    def argmax(self):
+        """The flat input index h_in*W + w_in of each window's maximum in the last forward (the
+        indices PyTorch's max_pool2d(return_indices=True) gives)."""
+        cache = self.saved()
+        return window_argmax(cache["offset"], self.kernel_size[1], self.stride, self.padding,
+                             self.dilation, cache["x_shape"][3])
 
     def backward(self, dout):
         cache = self.saved()
-        argmax = cache["argmax"]
         dx = np.empty(cache["x_shape"], cache["dtype"])
-        return kernels.twin(maxpool_backward_reference)(np.ascontiguousarray(dout), argmax, dx)
+        return kernels.twin(maxpool_backward_reference)(np.ascontiguousarray(dout), cache["offset"],
+                                                        self.kernel_size[1], self.stride, self.padding,
+                                                        self.dilation, dx)
 
 
 class AvgPool2d(_Pool2d):

@@ -5,8 +5,18 @@ buffer per purpose keeps that cost to the first step. Each algorithm owns a Work
 (`_work = Workspace()` at the top of its module) and never returns a view of it to a caller: the
 next call of that algorithm, on any layer, overwrites it. What a caller receives is always a
 fresh array (`owned`).
+
+What forward computes from the input and backward needs again (im2col's columns, Winograd's
+input tiles, MEC's lowered input) is kept from forward when it is small, and rebuilt from the
+input when it is large (for_backward): keeping saves a pass over memory in backward, rebuilding
+saves its memory for the whole step, and a step holds one of these per layer. KEEP_BYTES
+decides: Inception-V3 at 299x299, batch 32, held 1.3 GB of them (its peak went from 1.5x
+PyTorch's to 1.26x without them), while at 75x75 rebuilding them all took 2-4% of a step.
+Re-measure: python -m benchmarks.train_step --compare-torch
 """
 import numpy as np
+
+KEEP_BYTES = 32 * 2 ** 20
 
 
 class Workspace:
@@ -22,6 +32,13 @@ class Workspace:
             buf = np.empty(size, dtype=dtype)
             self._buffers[(name, dtype)] = buf
         return buf[:size].reshape(shape)
+
+    def for_backward(self, name, shape, dtype):
+        """(buffer, kept) for what backward needs again: a new array to keep in the cache when
+        it is at most KEEP_BYTES, else this workspace's buffer `name` (backward rebuilds it)."""
+        if int(np.prod(shape)) * np.dtype(dtype).itemsize <= KEEP_BYTES:
+            return np.empty(shape, dtype), True
+        return self.get(name, shape, dtype), False
 
 
 def owned(a):

@@ -96,11 +96,11 @@ def test_mec_gradients_match_finite_differences(n, c_in, c_out, kh, kw, extra, b
 
 
 def test_mec_reads_overlapping_slices_in_place_and_dx_is_the_flipped_convolution(rng):
-    from nn.conv.mec import flipped, row_slices
+    from nn.conv.mec import flipped, mec_lower_reference, row_slices
     conv = nn.Conv2d(3, 5, (3, 2), padding=(1, 1), bias=False, algorithm="mec").double()
     x = rng.standard_normal((2, 3, 6, 4))
     y = conv(x)
-    R = conv.cache["R"]
+    R = mec_lower_reference(x, 2, (1, 1), 5, np.empty((2 * 3, 6 + 2, 2 * 5)))
     assert R.shape == (2 * 3, 6 + 2, 2 * 5)                   # KW copies: (KW*C, H + 2*ph, N*W_out)
     slices = row_slices(R, 3, 6)
     for i, S in enumerate(slices):                             # kernel row i: input rows i .. i+5
@@ -131,20 +131,26 @@ def test_outputs_are_never_overwritten_by_the_next_call(algorithm, kernel, strid
     np.testing.assert_array_equal(dx, dx_before)
 
 
-def test_strided_layers_keep_their_columns_for_backward(rng):
-    conv = nn.Conv2d(3, 4, 3, stride=2).double()
-    x = rng.standard_normal((2, 3, 9, 9))
-    g = rng.standard_normal(conv(x).shape)
-    assert conv.cache["cols"].shape == (3 * 9, 2 * 4 * 4)
-    dx, dw = conv.backward(g), conv.weight.grad.copy()
-    conv.zero_grad()
-    conv(x)
-    del conv.cache["cols"]                     # backward rebuilds them: the same gradients
-    np.testing.assert_array_equal(conv.backward(g), dx)
-    np.testing.assert_array_equal(conv.weight.grad, dw)
-    stride_one = nn.Conv2d(3, 4, 3, algorithm="im2col").double()
-    stride_one(x)
-    assert "cols" not in stride_one.cache      # 9x its input: rebuilt in backward instead
+@pytest.mark.parametrize("keep_bytes,kept", [(2 ** 20, True), (0, False)])
+def test_columns_are_kept_when_small_and_rebuilt_when_large(keep_bytes, kept, rng, monkeypatch):
+    """cols are KH*KW/(sh*sw) times the input: kept for backward up to KEEP_BYTES, rebuilt from
+    the input above; either way dW = dY @ cols.T and dx = col2im(W.T @ dY)."""
+    from nn import workspace
+    from nn.conv.im2col import col2im_reference, im2col_reference
+    monkeypatch.setattr(workspace, "KEEP_BYTES", keep_bytes)
+    for stride in (2, 1):
+        conv = nn.Conv2d(3, 4, 3, stride=stride, bias=False, algorithm="im2col").double()
+        x = rng.standard_normal((2, 3, 9, 9))
+        g = rng.standard_normal(conv(x).shape)
+        assert (conv.cache["cols"] is not None) == kept and conv.cache["x"] is x
+        dx = conv.backward(g)
+        Ho = g.shape[2]
+        args = (3, 3, (stride, stride), (0, 0), (1, 1), Ho, Ho)
+        cols = im2col_reference(x, *args, np.empty((27, 2 * Ho * Ho)))
+        dY = g.transpose(1, 0, 2, 3).reshape(4, -1)
+        np.testing.assert_allclose(conv.weight.grad, (dY @ cols.T).reshape(4, 3, 3, 3), rtol=1e-12, atol=1e-12)
+        w2 = conv.weight.data.reshape(4, -1)
+        np.testing.assert_allclose(dx, col2im_reference(w2.T @ dY, *args, np.empty_like(x)), rtol=1e-12, atol=1e-12)
 
 
 def test_backward_twice_doubles_parameter_gradients(rng):
@@ -235,7 +241,10 @@ def test_an_algorithm_that_does_not_apply_is_refused():
     ("mec", (7, 1), (3, 0), (9, 5)), ("mec", (1, 7), (0, 3), (5, 9)), ("mec", 3, 1, (5, 4)),
     ("mec", (2, 5), (1, 4), (3, 6)), ("mec", 5, 0, (5, 7)),
 ])
-def test_fast_paths_equal_the_im2col_path(algorithm, kernel, padding, size, bias, rng):
+@pytest.mark.parametrize("keep_bytes", [2 ** 20, 0])   # what backward needs: kept, or rebuilt
+def test_fast_paths_equal_the_im2col_path(algorithm, kernel, padding, size, bias, keep_bytes, rng, monkeypatch):
+    from nn import workspace
+    monkeypatch.setattr(workspace, "KEEP_BYTES", keep_bytes)
     x = rng.standard_normal((3, 6) + size)
     results = []
     for name in (algorithm, "im2col"):

@@ -95,14 +95,15 @@ def _check_maxpool_twins(x, kernel, stride, padding, dilation, ceil):
     Ho, Wo = (output_size(x.shape[a + 2], kernel[a], stride[a], padding[a], dilation[a], ceil)
               for a in (0, 1))
     args = (x, *kernel, stride, padding, dilation, Ho, Wo)
-    out = lambda: (np.empty((n, c, Ho, Wo), dtype), np.empty((n, c, Ho, Wo), np.int64))
+    out = lambda: (np.empty((n, c, Ho, Wo), dtype), np.empty((n, c, Ho, Wo), np.uint8))
     y_ref, i_ref = maxpool_reference(*args, *out())
     y_fast, i_fast = k_pool.maxpool_numba(*args, *out())
     np.testing.assert_array_equal(y_ref, y_fast)
     np.testing.assert_array_equal(i_ref, i_fast)
     dout = np.random.default_rng(2).standard_normal((n, c, Ho, Wo)).astype(dtype)
-    np.testing.assert_allclose(k_pool.maxpool_backward_numba(dout, i_ref, np.empty_like(x)),
-                               maxpool_backward_reference(dout, i_ref, np.empty_like(x)),
+    back = (i_ref, kernel[1], stride, padding, dilation)
+    np.testing.assert_allclose(k_pool.maxpool_backward_numba(dout, *back, np.empty_like(x)),
+                               maxpool_backward_reference(dout, *back, np.empty_like(x)),
                                rtol=TOL[dtype], atol=TOL[dtype])
 
 

@@ -64,15 +64,15 @@ def test_max_pool_windows_without_a_maximum_route_as_pytorch(backend, stride, mo
     pool = nn.MaxPool2d(3, stride, 1)
     pool(x)
     expected = {1: [0, 0, 1, 2, 0, 0, 1, 2, 4, 4, 15, 15, 8, 8, 15, 15], 2: [0, 1, 4, 15]}[stride]
-    np.testing.assert_array_equal(pool.cache["argmax"][1, 0].ravel(), expected)
-    dx = pool.backward(np.ones(pool.cache["argmax"].shape))
+    np.testing.assert_array_equal(pool.argmax()[1, 0].ravel(), expected)
+    dx = pool.backward(np.ones(pool.cache["offset"].shape))
     np.testing.assert_array_equal(dx[1, 0].ravel(), np.bincount(expected, minlength=16))
     x = np.zeros((1, 1, 3, 3))
     x[0, 0, 0, 1] = x[0, 0, 2, 2] = np.nan
     pool = nn.MaxPool2d(3, stride, 1)
     pool(x)
     expected = {1: [1, 1, 1, 1, 8, 8, 3, 8, 8], 2: [1, 1, 3, 8]}[stride]
-    np.testing.assert_array_equal(pool.cache["argmax"].ravel(), expected)
+    np.testing.assert_array_equal(pool.argmax().ravel(), expected)
 
 
 def test_avg_pool_divisors_with_and_without_padding():
@@ -142,3 +142,11 @@ def test_window_larger_than_input_is_an_error():
         nn.MaxPool2d(3)(np.zeros((1, 1, 2, 2), np.float32))
     with pytest.raises(ValueError, match=r"AvgPool2d.*expected a 4-D input"):
         nn.AvgPool2d(2)(np.zeros((2, 2), np.float32))
+
+
+def test_max_pool_keeps_one_byte_per_output():
+    """The window offset of each maximum, not a flat index: a quarter of int32's memory."""
+    pool = nn.MaxPool2d(3, 2, 1)
+    y = pool(np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32))
+    assert pool.cache["offset"].dtype == np.uint8 and pool.cache["offset"].shape == y.shape
+    assert nn.MaxPool2d(17).offset_dtype == np.int32   # 289 pixels: more than a byte counts

@@ -68,8 +68,8 @@ def test_gradients_match_finite_differences(n, c_in, c_out, ph, pw, extra_h, ext
 
 def test_fused_path_is_picked_by_the_size_of_V_and_M(monkeypatch, rng):
     """At WINOGRAD_FUSED_MIN_FLOATS floats of V and M (16 * (C_in + C_out) * tiles) the layer
-    runs fused and keeps no V; one float fewer and it keeps V (4x its input) for backward.
-    Both give the same y, dx, dW and db."""
+    runs fused and keeps no V; one float fewer and it runs batch-wide, keeping V (4x its input)
+    for backward when it is small. Both give the same y, dx, dW and db."""
     conv = nn.Conv2d(3, 5, 3, padding=1, algorithm="winograd").double()
     x, g = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((2, 5, 9, 8))
     floats = 16 * (3 + 5) * 2 * 5 * 4                         # 5 x 4 tiles per image
@@ -78,7 +78,8 @@ def test_fused_path_is_picked_by_the_size_of_V_and_M(monkeypatch, rng):
         monkeypatch.setattr(nn.conv, "WINOGRAD_FUSED_MIN_FLOATS", threshold)
         conv.zero_grad()
         y = conv(x)
-        assert ("V" in conv.cache) != fused
+        assert conv.cache["path"] == ("winograd_fused" if fused else "winograd")
+        assert (conv.cache.get("V") is not None) != fused
         results[fused] = (y, conv.backward(g), conv.weight.grad.copy(), conv.bias.grad.copy())
     for fused, batch_wide in zip(results[True], results[False]):
         np.testing.assert_allclose(fused, batch_wide, rtol=1e-12, atol=1e-12)

@@ -11,10 +11,9 @@ Backward is the same three matrices read the other way:
     dcols = W.T @ dY               dx = col2im(dcols): each column added back where it was read
 
 This applies to every geometry (any kernel, stride, padding, dilation); the other algorithms
-in nn/conv/ are faster where they apply. Backward needs cols again: a strided layer keeps them
-from forward (they are KH*KW/(sh*sw) times its input, 2.25x for 3x3 stride 2, and rebuilding
-them was 10-15% of such a layer's time); a stride-1 layer rebuilds them rather than hold
-KH*KW times its input for the whole step.
+in nn/conv/ are faster where they apply. Backward needs cols again, KH*KW/(sh*sw) times the
+input: the layer keeps them when they are small, and rebuilds them from the input when they are
+large (nn/workspace.py: for_backward).
 
 im2col_reference and col2im_reference are the versions a reader studies; their Numba twins are
 in nn/kernels/im2col.py.
@@ -60,12 +59,11 @@ def applies(kernel_size, stride, padding, dilation):
     return True
 
 
-def _lower(x, KH, KW, stride, padding, dilation, H_out, W_out, keep):
-    """cols of x: a new array when `keep` (held for backward), else the workspace's."""
+def _lower(x, KH, KW, stride, padding, dilation, H_out, W_out):
+    """cols of x, and whether they are kept for backward (else they are the workspace's)."""
     N, C = x.shape[:2]
-    shape = (C * KH * KW, N * H_out * W_out)
-    cols = np.empty(shape, x.dtype) if keep else _work.get("cols", shape, x.dtype)
-    return kernels.twin(im2col_reference)(x, KH, KW, stride, padding, dilation, H_out, W_out, cols)
+    cols, kept = _work.for_backward("cols", (C * KH * KW, N * H_out * W_out), x.dtype)
+    return kernels.twin(im2col_reference)(x, KH, KW, stride, padding, dilation, H_out, W_out, cols), kept
 
 
 def forward(x, w, stride, padding, dilation):
@@ -74,13 +72,10 @@ def forward(x, w, stride, padding, dilation):
     O, _, KH, KW = w.shape
     H_out, W_out = (output_size(s, k, st, p, d) for s, k, st, p, d in
                     zip(x.shape[2:], (KH, KW), stride, padding, dilation))
-    keep = stride != (1, 1)                                             # see the module docstring
-    cols = _lower(x, KH, KW, stride, padding, dilation, H_out, W_out, keep)
+    cols, kept = _lower(x, KH, KW, stride, padding, dilation, H_out, W_out)
     y2 = np.matmul(w.reshape(O, -1), cols, out=_work.get("gemm", (O, cols.shape[1]), x.dtype))
     y = owned(y2.reshape(O, N, -1).transpose(1, 0, 2))     # (C_out, N, H_out*W_out) -> (N, C_out, ...)
-    cache = {"x": x, "geometry": (stride, padding, dilation)}
-    if keep:
-        cache["cols"] = cols
+    cache = {"x": x, "geometry": (stride, padding, dilation), "cols": cols if kept else None}
     return y.reshape(N, O, H_out, W_out), cache
 
 
@@ -91,9 +86,9 @@ def backward(dy, w, cache):
     KH, KW = w.shape[2:]
     dy2 = _work.get("dy", (O, N * H_out * W_out), x.dtype)
     dy2.reshape(O, N, -1)[...] = dy.reshape(N, O, -1).transpose(1, 0, 2)
-    cols = cache.get("cols")
-    if cols is None:   # a stride-1 layer (see the top) rebuilds them
-        cols = _lower(x, KH, KW, stride, padding, dilation, H_out, W_out, keep=False)
+    cols = cache["cols"]
+    if cols is None:                                                    # not kept: see the top
+        cols, _ = _lower(x, KH, KW, stride, padding, dilation, H_out, W_out)
     dw = (dy2 @ cols.T).reshape(w.shape)
     dcols = np.matmul(w.reshape(O, -1).T, dy2, out=_work.get("dcols", cols.shape, x.dtype))
     dx = kernels.twin(col2im_reference)(dcols, KH, KW, stride, padding, dilation, H_out, W_out,

@@ -106,37 +106,47 @@ def _frame(a, swapped):
     return a.transpose(0, 1, 3, 2) if swapped else a
 
 
-def _convolve(x, w, padding, keep):
-    """Y (C_out, H_out, N, W_out) of x (N, C, H, W) in MEC's frame, and the lowered input R
-    (a new array when `keep`, for dW; else the workspace's)."""
+def _lowered(x, KH, KW, padding):
+    """(H_out, W_out) of x (N, C, H, W) in MEC's frame, and the shape of its R."""
     N, C, H, W = x.shape
+    H_out, W_out = H + 2 * padding[0] - KH + 1, W + 2 * padding[1] - KW + 1
+    return (H_out, W_out), (KW * C, H + 2 * padding[0], N * W_out)
+
+
+def _convolve(x, w, padding, R):
+    """Y (C_out, H_out, N, W_out) of x (N, C, H, W) in MEC's frame, lowering x into R."""
     O, _, KH, KW = w.shape
-    ph, pw = padding
-    H_out, W_out = H + 2 * ph - KH + 1, W + 2 * pw - KW + 1
-    shape = (KW * C, H + 2 * ph, N * W_out)
-    R = np.empty(shape, x.dtype) if keep else _work.get("R", shape, x.dtype)
-    R = kernels.twin(mec_lower_reference)(x, KW, padding, W_out, R)
-    Y = convolve(R, w, H_out, _work.get("Y", (O, H_out * N * W_out), x.dtype))
-    return Y.reshape(O, H_out, N, W_out), R
+    (H_out, W_out), _ = _lowered(x, KH, KW, padding)
+    kernels.twin(mec_lower_reference)(x, KW, padding, W_out, R)
+    Y = convolve(R, w, H_out, _work.get("Y", (O, H_out * x.shape[0] * W_out), x.dtype))
+    return Y.reshape(O, H_out, x.shape[0], W_out)
 
 
 def forward(x, w, stride, padding, dilation):
+    """y, and the cache: x, and R when it is small (nn/workspace.py: for_backward)."""
     swapped = w.shape[3] > w.shape[2]
-    framed = padding[::-1] if swapped else padding
-    Y, R = _convolve(_frame(x, swapped), _frame(w, swapped), framed, keep=True)
+    framed, x, w = (padding[::-1] if swapped else padding), _frame(x, swapped), _frame(w, swapped)
+    R, kept = _work.for_backward("R", _lowered(x, *w.shape[2:], framed)[1], x.dtype)
+    Y = _convolve(x, w, framed, R)
     y = owned(_frame(Y.transpose(2, 0, 1, 3), swapped))                # (N, C_out, H_out, W_out)
-    return y, {"R": R, "padding": framed, "swapped": swapped}
+    return y, {"x": _frame(x, swapped), "R": R if kept else None, "padding": framed, "swapped": swapped}
 
 
 def backward(dy, w, cache):
-    swapped, (ph, pw) = cache["swapped"], cache["padding"]
+    """dW from R (kept, or the input lowered again); dx as the flipped-kernel convolution of dY
+    (see the top)."""
+    swapped, (ph, pw), R = cache["swapped"], cache["padding"], cache["R"]
     w = _frame(w, swapped)
     O, C, KH, KW = w.shape
     dy = _frame(dy, swapped)
     N, _, H_out, W_out = dy.shape
     dYT = _work.get("dYT", (H_out, N, W_out, O), dy.dtype)            # dY.T, rows (h, n, w)
     dYT[...] = dy.transpose(2, 0, 3, 1)
-    dw = _frame(weight_grad(dYT.reshape(-1, O), cache["R"], w.shape), swapped)
-    # dx: the convolution of dY, padded by K-1-p, with the flipped kernel (see the top)
-    Yx, _ = _convolve(dy, flipped(w), (KH - 1 - ph, KW - 1 - pw), keep=False)
+    if R is None:
+        x = _frame(cache["x"], swapped)
+        R = _work.get("R", _lowered(x, KH, KW, (ph, pw))[1], x.dtype)
+        kernels.twin(mec_lower_reference)(x, KW, (ph, pw), W_out, R)
+    dw = _frame(weight_grad(dYT.reshape(-1, O), R, w.shape), swapped)
+    padding = (KH - 1 - ph, KW - 1 - pw)
+    Yx = _convolve(dy, flipped(w), padding, _work.get("R_dy", _lowered(dy, KH, KW, padding)[1], dy.dtype))
     return owned(_frame(Yx.transpose(2, 0, 1, 3), swapped)), dw

@@ -26,9 +26,10 @@ transpose (no approximation: this is the exact gradient of the exact convolution
     dM = A dY A^T                  (per tile, dY zero beyond H_out, W_out)
     dU = dM @ V^T   ->  dW = G^T dU G          dV = U^T @ dM  ->  dd = B dV B^T, added back
                                                                    where each tile was read
-The layer keeps the input tiles V from forward for dU (4x the input per layer: computing them
-again cost 10-17% of the layer's time). On large maps with few channels, where V and M outgrow
-every cache, nn/conv/winograd_fused.py runs the same chain a block of tiles at a time instead.
+Backward needs V again for dU, 4x the input: the layer keeps it when it is small, and transforms
+the input again when it is large (nn/workspace.py: for_backward). On large maps with few channels,
+where V and M outgrow every cache, nn/conv/winograd_fused.py runs the same chain a block of
+tiles at a time instead.
 
 Winograd computes whole 2x2 tiles, so on small odd maps part of its work falls outside the
 output (fill below: a 3x3 map is 4 tiles, 16 outputs for 9); nn/conv/__init__.py picks it only
@@ -137,31 +138,40 @@ def applies(kernel_size, stride, padding, dilation):
     return kernel_size == (3, 3) and stride == (1, 1) and dilation == (1, 1)
 
 
+def _input_tiles(x, padding, th, tw):
+    """V of x, whether x is finite, and whether V is kept for backward (else it is the workspace's)."""
+    N, C = x.shape[:2]
+    V, kept = _work.for_backward("V", (16, C, N * th * tw), x.dtype)
+    return (*kernels.twin(winograd_input_reference)(x, padding, th, tw, V), kept)
+
+
 def forward(x, w, stride, padding, dilation):
     """y = x convolved with w through the batch-wide transforms and 16 GEMMs; the cache holds the
-    input tiles V and the transformed kernels U. (None, None) for an input that holds inf or NaN."""
+    input, the transformed kernels U and, when small, the input tiles V. (None, None) for an
+    input that holds inf or NaN."""
     N, C, H, W = x.shape
     O = w.shape[0]
     H_out, W_out = H + 2 * padding[0] - 2, W + 2 * padding[1] - 2
     th, tw = tiles(H_out, W_out)
     U = transform_weight(w)                                                     # (16, C_out, C_in)
-    V, finite = kernels.twin(winograd_input_reference)(x, padding, th, tw,
-                                                       np.empty((16, C, N * th * tw), x.dtype))
+    V, finite, kept = _input_tiles(x, padding, th, tw)                          # (16, C_in, T)
     if not finite:
         return None, None
     M = np.matmul(U, V, out=_work.get("M", (16, O, V.shape[2]), x.dtype))      # (16, C_out, T)
     y = kernels.twin(winograd_output_reference)(M, th, tw, np.empty((N, O, H_out, W_out), x.dtype))
-    return y, {"V": V, "U": U, "padding": padding, "x_shape": x.shape}
+    return y, {"x": x, "U": U, "padding": padding, "V": V if kept else None}
 
 
 def backward(dy, w, cache):
-    """(dx, dW): dM = A dY A^T, dU = dM @ V^T, dV = U^T @ dM, dx = B dV B^T added back."""
-    V, U, padding = cache["V"], cache["U"], cache["padding"]
+    """(dx, dW): dM = A dY A^T, dU = dM @ V^T (V again, from x), dV = U^T @ dM, dx = B dV B^T
+    added back."""
+    x, U, padding, V = cache["x"], cache["U"], cache["padding"], cache["V"]
     th, tw = tiles(*dy.shape[2:])
+    if V is None:                                                               # not kept
+        V, _, _ = _input_tiles(x, padding, th, tw)
     dM = _work.get("M", (16, U.shape[1], V.shape[2]), dy.dtype)
     dM = kernels.twin(winograd_output_backward_reference)(dy, th, tw, dM)       # (16, C_out, T)
     dw = transform_weight_backward(np.matmul(dM, V.transpose(0, 2, 1)))
     dV = np.matmul(U.transpose(0, 2, 1), dM, out=_work.get("dV", V.shape, dy.dtype))
-    dx = kernels.twin(winograd_input_backward_reference)(dV, padding, th, tw,
-                                                         np.empty(cache["x_shape"], dy.dtype))
+    dx = kernels.twin(winograd_input_backward_reference)(dV, padding, th, tw, np.empty_like(x))
     return dx, dw

@@ -12,7 +12,7 @@ from .common import _first_inside, _inside
 
 
 @njit(cache=True)
-def _maxpool_stride1(xp, KH, KW, dilation, padding, W, y, argmax):
+def _maxpool_stride1(xp, KH, KW, dilation, padding, y, offset):
     """maxpool_numba for one padded plane xp (Hp, S) at stride 1: a pass along the rows, then
     one down the columns, each a single long loop over the flattened plane (positions whose
     window runs past the end of a row are computed too, and never read). The row pass keeps
@@ -53,12 +53,12 @@ def _maxpool_stride1(xp, KH, KW, dilation, padding, W, y, argmax):
             if cm[k] == -np.inf:  # no maximum: the first input pixel, not the padding
                 i = _first_inside(h - ph, dh)
                 j = _first_inside(w - pw, dw)
-            argmax[h, w] = (h + i * dh - ph) * W + w + j * dw - pw
+            offset[h, w] = i * KW + j
 
 @twin_of(maxpool_reference)
 @njit(parallel=True, cache=True)
-def maxpool_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, y, argmax):
-    """y[n, c, h, w] = max of the window; argmax = flat index h_in*W + w_in of its first maximum"""
+def maxpool_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, y, offset):
+    """y[n, c, h, w] = max of the window; offset = i*KW + j of its first maximum in the window"""
     N, C, H, W = x.shape
     sh, sw = stride
     ph, pw = padding
@@ -79,7 +79,7 @@ def maxpool_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, y, argmax)
                 for s in range(hi - lo):
                     dst[s] = src[s * sw]
         if sh == 1 and sw == 1:
-            _maxpool_stride1(xs[0], KH, KW, dilation, padding, W, y[n, c], argmax[n, c])
+            _maxpool_stride1(xs[0], KH, KW, dilation, padding, y[n, c], offset[n, c])
             continue
         best = np.empty(W_out, x.dtype)
         bk = np.empty(W_out, np.int32)  # the window offset i*KW + j of the maximum so far
@@ -105,24 +105,27 @@ def maxpool_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, y, argmax)
                             bk[w] = k
             for w in range(W_out):
                 y[n, c, h, w] = best[w]
-                argmax[n, c, h, w] = ((h * sh + (bk[w] // KW) * dh - ph) * W
-                                      + w * sw + (bk[w] % KW) * dw - pw)
-    return y, argmax
+                offset[n, c, h, w] = bk[w]
+    return y, offset
 
 @twin_of(maxpool_backward_reference)
 @njit(parallel=True, cache=True)
-def maxpool_backward_numba(dout, argmax, dx):
-    """dx[n, c].flat[argmax[n, c, h, w]] += dout[n, c, h, w] (overlapping windows accumulate)"""
+def maxpool_backward_numba(dout, offset, KW, stride, padding, dilation, dx):
+    """dx[n, c, h_in, w_in] += dout[n, c, h, w] where window (h, w)'s offset points (overlapping
+    windows accumulate)"""
     N, C, H, W = dx.shape
     H_out, W_out = dout.shape[2], dout.shape[3]
+    sh, sw = stride
+    ph, pw = padding
+    dh, dw = dilation
     for plane in prange(N * C):  # each plane's windows only reach that plane of dx
         n = plane // C
         c = plane % C
-        flat = dx[n, c].reshape(H * W)  # argmax is a flat index into the plane
-        flat[:] = 0.0
+        dx[n, c] = 0.0
         for h in range(H_out):
             for w in range(W_out):
-                flat[argmax[n, c, h, w]] += dout[n, c, h, w]
+                k = np.int64(offset[n, c, h, w])
+                dx[n, c, h * sh + (k // KW) * dh - ph, w * sw + (k % KW) * dw - pw] += dout[n, c, h, w]
     return dx
 
 
