@@ -36,6 +36,7 @@ def measure_ours(model_name, size, batch, repeat, warmup):
     from .common import median_time, peak_rss_mb
     nn.manual_seed(0)
     model = models.build(model_name)
+    model.input_grad = False   # as the training command (and PyTorch, for images that need no grad)
     _, mult_adds = summary_rows(model, (3, size, size))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)

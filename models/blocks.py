@@ -123,6 +123,20 @@ class InceptionNet(nn.Module):
         check_arguments(type(self).__name__, num_classes, in_channels, width)
         self.num_classes, self.in_channels, self.width = num_classes, in_channels, width
 
+    @property
+    def input_grad(self):
+        """Whether backward computes dx, the gradient of the input images (its first layer's
+        dx): needed for saliency maps, not for training, which sets it False and skips the
+        work (models/train.py)."""
+        return self._first_conv().input_grad
+
+    @input_grad.setter
+    def input_grad(self, value):
+        self._first_conv().input_grad = bool(value)
+
+    def _first_conv(self):
+        return next(m for m in self.modules() if isinstance(m, nn.Conv2d))
+
     def check_inputs(self, x):
         super().check_inputs(x)
         if x.ndim != 4 or x.shape[1] != self.in_channels:

@@ -44,7 +44,11 @@ def saliency(model, x, target):
     (one class for the batch, or one per image)."""
     model.eval()
     logits = model(x)
-    dx = model.backward(_one_hot(logits, target))
+    needed, model.input_grad = model.input_grad, True   # (a model in training skips dx)
+    try:
+        dx = model.backward(_one_hot(logits, target))
+    finally:
+        model.input_grad = needed
     return np.abs(dx).max(axis=1)
 
 

@@ -421,6 +421,7 @@ def setup(config, resume=None, overwrite=False, log=print):
         info, train_split, val_split, test_split = load_data(config, log)
         nn.manual_seed(config.seed)
         model = build(config.model, num_classes=len(info.classes), width=config.width)
+        model.input_grad = False   # training needs no gradient of the images: skip it
         if config.initial_checkpoint and arrays is None:
             start_from(model, config, log)
         check_memory(model, config)

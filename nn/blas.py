@@ -7,8 +7,7 @@ takes a product into a temporary and then a second pass over memory to add it:
     out += A @ B                        # reference: a product into a temporary, then an add
 
 With beta = 1 the GEMM kernel adds each block of its result into `out` while that block is
-still in cache. Measured on MEC's forward, 7x1 128->128 @17, batch 32: 9.8-9.9 ms for the
-seven products and adds, 7.0-7.6 ms with beta = 1 (160->192, batch 8: 3.5-3.8 -> 2.8-2.9 ms).
+still in cache: MEC's seven products of a 7x1 layer ran about 25% faster (docs/performance.md).
 
 The GEMM called is the one NumPy itself uses: the OpenBLAS shipped inside NumPy's wheels, whose
 CBLAS symbols carry the `64_` suffix of its 64-bit integers. Where it is not found (NumPy built

@@ -10,8 +10,8 @@ What forward computes from the input and backward needs again (im2col's columns,
 input tiles, MEC's lowered input) is kept from forward when it is small, and rebuilt from the
 input when it is large (for_backward): keeping saves a pass over memory in backward, rebuilding
 saves its memory for the whole step, and a step holds one of these per layer. KEEP_BYTES
-decides: Inception-V3 at 299x299, batch 32, held 1.3 GB of them (its peak went from 1.5x
-PyTorch's to 1.26x without them), while at 75x75 rebuilding them all took 2-4% of a step.
+decides: kept whatever their size, they were 1.3 GB of Inception-V3's caches at 299x299, batch
+32, while rebuilding all of them took 2-4% of a step at 75x75 and 96x96 (docs/performance.md).
 Re-measure: python -m benchmarks.train_step --compare-torch
 """
 import numpy as np

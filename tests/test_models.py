@@ -216,3 +216,23 @@ def test_summary_command_line(capsys):
     with pytest.raises(SystemExit):
         main(["inception_v3", "--image-size", "40"])
     assert "too small" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["inception_v2", "inception_v3"])
+def test_training_can_skip_the_gradient_of_the_images(name):
+    """input_grad = False: backward returns None and skips the first layer's dx, and every
+    parameter gets the same gradient as with it."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 75, 75)).astype(np.float32)
+    grads = []
+    for input_grad in (True, False):
+        nn.manual_seed(0)
+        model = models.build(name, width=0.1)
+        if name == "inception_v2":
+            model.aux_1.dropout.p = model.aux_2.dropout.p = 0.0
+        model.input_grad = input_grad
+        outs = model(x)
+        dx = model.backward(*[np.ones_like(o) for o in outs])
+        assert (dx is None) != input_grad and model.conv1.conv.input_grad == input_grad
+        grads.append([p.grad.copy() for p in model.parameters()])
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)

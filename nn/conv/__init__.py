@@ -15,7 +15,7 @@ and each has the same three functions:
 
     applies(kernel_size, stride, padding, dilation) -> bool     whether it computes this layer exactly
     forward(x, w, stride, padding, dilation) -> (y, cache)      y without the bias, a fresh array
-    backward(dy, w, cache) -> (dx, dW)
+    backward(dy, w, cache, need_dx) -> (dx, dW)                 dx None when not needed
 
 Their hot loops have Numba twins in nn/kernels/ (the module of the same name). Conv2d adds the
 bias and its gradient, and picks the algorithm for each input size (algorithm_for, the rules
@@ -63,8 +63,12 @@ class Conv2d(Module):
     Cache:     the algorithm used and what it keeps (see nn/conv/<algorithm>.py).
     Arguments follow torch.nn.Conv2d; groups must be 1 and padding_mode "zeros". `algorithm`
     ("auto" or one of ALGORITHMS; "winograd" picks the batch-wide or fused path by size) picks
-    how it is computed, not what.
+    how it is computed, not what. `input_grad = False` makes backward skip dx and return None:
+    the first layer of a network in training, whose input (the images) needs no gradient (as
+    PyTorch skips it for an input that does not require grad).
     """
+
+    input_grad = True
 
     CHOICES = ("auto", "pointwise", "winograd", "mec", "im2col")
     NEEDS = {"pointwise": "a 1x1 kernel, stride 1 and no padding",
@@ -186,6 +190,6 @@ class Conv2d(Module):
         dout = np.ascontiguousarray(dout)
         if self.bias is not None:
             self.bias.grad += dout.sum(axis=(0, 2, 3))
-        dx, dw = ALGORITHMS[cache["path"]].backward(dout, self.weight.data, cache)
+        dx, dw = ALGORITHMS[cache["path"]].backward(dout, self.weight.data, cache, self.input_grad)
         self.weight.grad += dw
-        return dx
+        return dx if self.input_grad else None

@@ -79,8 +79,8 @@ def forward(x, w, stride, padding, dilation):
     return y.reshape(N, O, H_out, W_out), cache
 
 
-def backward(dy, w, cache):
-    """(dx, dW) from dY (N, C_out, H_out, W_out)."""
+def backward(dy, w, cache, need_dx=True):
+    """(dx, dW) from dY (N, C_out, H_out, W_out); dx None unless need_dx."""
     x, (stride, padding, dilation) = cache["x"], cache["geometry"]
     N, O, H_out, W_out = dy.shape
     KH, KW = w.shape[2:]
@@ -90,6 +90,8 @@ def backward(dy, w, cache):
     if cols is None:                                                    # not kept: see the top
         cols, _ = _lower(x, KH, KW, stride, padding, dilation, H_out, W_out)
     dw = (dy2 @ cols.T).reshape(w.shape)
+    if not need_dx:
+        return None, dw
     dcols = np.matmul(w.reshape(O, -1).T, dy2, out=_work.get("dcols", cols.shape, x.dtype))
     dx = kernels.twin(col2im_reference)(dcols, KH, KW, stride, padding, dilation, H_out, W_out,
                                         np.empty_like(x))

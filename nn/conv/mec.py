@@ -132,9 +132,9 @@ def forward(x, w, stride, padding, dilation):
     return y, {"x": _frame(x, swapped), "R": R if kept else None, "padding": framed, "swapped": swapped}
 
 
-def backward(dy, w, cache):
+def backward(dy, w, cache, need_dx=True):
     """dW from R (kept, or the input lowered again); dx as the flipped-kernel convolution of dY
-    (see the top)."""
+    (see the top), None unless need_dx."""
     swapped, (ph, pw), R = cache["swapped"], cache["padding"], cache["R"]
     w = _frame(w, swapped)
     O, C, KH, KW = w.shape
@@ -147,6 +147,8 @@ def backward(dy, w, cache):
         R = _work.get("R", _lowered(x, KH, KW, (ph, pw))[1], x.dtype)
         kernels.twin(mec_lower_reference)(x, KW, (ph, pw), W_out, R)
     dw = _frame(weight_grad(dYT.reshape(-1, O), R, w.shape), swapped)
+    if not need_dx:
+        return None, dw
     padding = (KH - 1 - ph, KW - 1 - pw)
     Yx = _convolve(dy, flipped(w), padding, _work.get("R_dy", _lowered(dy, KH, KW, padding)[1], dy.dtype))
     return owned(_frame(Yx.transpose(2, 0, 1, 3), swapped)), dw

@@ -34,7 +34,7 @@ def forward(x, w, stride, padding, dilation):
     return y.reshape(N, w.shape[0], H, W), {"x": x}
 
 
-def backward(dy, w, cache):
+def backward(dy, w, cache, need_dx=True):
     x = cache["x"]
     N, C, H, W = x.shape
     x3, dy3 = x.reshape(N, C, -1), dy.reshape(N, w.shape[0], -1)
@@ -42,5 +42,7 @@ def backward(dy, w, cache):
         dw = np.matmul(dy3, x3.transpose(0, 2, 1)).sum(axis=0)
     else:
         dw = np.tensordot(dy3, x3, axes=([0, 2], [0, 2]))
+    if not need_dx:
+        return None, dw.reshape(w.shape)
     dx = matmul_images(w.reshape(w.shape[0], C).T, dy3)
     return dx.reshape(x.shape), dw.reshape(w.shape)

@@ -162,9 +162,9 @@ def forward(x, w, stride, padding, dilation):
     return y, {"x": x, "U": U, "padding": padding, "V": V if kept else None}
 
 
-def backward(dy, w, cache):
+def backward(dy, w, cache, need_dx=True):
     """(dx, dW): dM = A dY A^T, dU = dM @ V^T (V again, from x), dV = U^T @ dM, dx = B dV B^T
-    added back."""
+    added back (dx None unless need_dx)."""
     x, U, padding, V = cache["x"], cache["U"], cache["padding"], cache["V"]
     th, tw = tiles(*dy.shape[2:])
     if V is None:                                                               # not kept
@@ -172,6 +172,8 @@ def backward(dy, w, cache):
     dM = _work.get("M", (16, U.shape[1], V.shape[2]), dy.dtype)
     dM = kernels.twin(winograd_output_backward_reference)(dy, th, tw, dM)       # (16, C_out, T)
     dw = transform_weight_backward(np.matmul(dM, V.transpose(0, 2, 1)))
+    if not need_dx:
+        return None, dw
     dV = np.matmul(U.transpose(0, 2, 1), dM, out=_work.get("dV", V.shape, dy.dtype))
     dx = kernels.twin(winograd_input_backward_reference)(dV, padding, th, tw, np.empty_like(x))
     return dx, dw

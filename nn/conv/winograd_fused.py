@@ -57,7 +57,8 @@ def forward(x, w, stride, padding, dilation):
     return y, {"x": x, "U": U, "padding": padding}
 
 
-def backward(dy, w, cache):
+def backward(dy, w, cache, need_dx=True):
+    """(dx, dW): the fused kernels compute both together, so dx is computed even when not needed."""
     x, U, padding = cache["x"], cache["U"], cache["padding"]
     th, tw = tiles(*dy.shape[2:])
     dx = np.empty_like(x)
