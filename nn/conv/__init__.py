@@ -38,9 +38,10 @@ ALGORITHMS = {"pointwise": pointwise, "winograd": winograd, "winograd_fused": wi
 # (winograd.fill): 6x6, 8x8, 17x17 (0.89) and larger maps win, 7x7 (0.77) and 3x3 lose;
 # and where the layer's products are large enough, N*H_out*W_out*C_in*C_out multiply-adds per
 # kernel tap, for its 2.25x fewer multiplications to outweigh its four transforms and 16 thin
-# GEMMs: on small maps (the quick preset's 2x2 and 4x4) it took 1.2-1.9x im2col's time.
+# GEMMs: below 20M (the quick preset's 2x2 and 4x4 maps) it took 1.2-1.9x im2col's time, from
+# 20M to 60M either may win by 10%, above it Winograd wins.
 WINOGRAD_MIN_FILL = 0.8
-WINOGRAD_MIN_WORK = 20_000_000
+WINOGRAD_MIN_WORK = 40_000_000
 # Winograd fused where the batch-wide V and M, 16 * (C_in + C_out) floats per tile, would reach
 # this many floats, on layers of at most WINOGRAD_FUSED_MAX_CHANNELS channels in and out together:
 # there the batch-wide path waits on memory, while with more channels BLAS's products gain more
