@@ -28,7 +28,7 @@ class Config:
     width: float = _setting(1.0, "--width")
     epochs: int = _setting(3, "--epochs", how=True)
     batch_size: int = _setting(32, "-b/--batch-size")
-    eval_batch_size: int = _setting(None, "--eval-batch-size", how=True)   # None: 2 x batch_size
+    eval_batch_size: int = _setting(None, "--eval-batch-size", how=True)   # None: batch_size
     opt: str = _setting("adamw", "--opt")
     lr: float = _setting(2e-3, "--lr")
     momentum: float = _setting(0.9, "--momentum")

@@ -28,7 +28,7 @@ def main(argv=None):
     p.add_argument("--no-download", dest="download", action="store_false")
     p.add_argument("--split", choices=["training", "validation", "testing", "all"], default="all")
     p.add_argument("-b", "--batch-size", type=number_arg(int, 0), default=None,
-                   help="default: 2 x the training batch size")
+                   help="default: the training batch size")
     args = p.parse_args(argv)
     try:
         arrays = read_checkpoint(args.checkpoint)

@@ -31,6 +31,7 @@ import numpy as np
 import data
 import nn
 from nn import optim
+from nn.kernels import warm
 from nn.serialization import WriteError, atomic_write
 
 from . import MODELS, build
@@ -95,7 +96,9 @@ def build_parser():
                    help="never download: fail if the files are not on disk")
     p.add_argument("--epochs", type=number_arg(int, 0), default=S)
     p.add_argument("-b", "--batch-size", type=number_arg(int, 0), default=S)
-    p.add_argument("--eval-batch-size", type=number_arg(int, 0), default=S, help="default: 2 x batch size")
+    p.add_argument("--eval-batch-size", type=number_arg(int, 0), default=S,
+                   help="default: the batch size (the same convolution algorithms as training, so "
+                        "that a run compiles no Numba kernel of its own for evaluation)")
     p.add_argument("--lr", "--learning-rate", dest="lr", type=number_arg(float, 0), default=S)
     p.add_argument("--opt", choices=["sgd", "adam", "adamw"], default=S)
     p.add_argument("--momentum", type=number_arg(float, 0, strict=False), default=S, help="SGD only")
@@ -221,7 +224,7 @@ def load_data(config, log):
 
 def loader(split, config, info, train=False):
     images, labels = split
-    bs = config.batch_size if train else (config.eval_batch_size or 2 * config.batch_size)
+    bs = config.batch_size if train else (config.eval_batch_size or config.batch_size)
     return data.BatchLoader(images, labels, bs, config.image_size, info.mean, info.std,
                             shuffle=train, seed=config.seed, drop_last=train and len(images) > bs,
                             augment_shift=config.augment_shift if train else 0,
@@ -368,7 +371,8 @@ def describe(config, n_train, n_val, steps_per_epoch):
     width = "" if config.width == 1 else f" (width x{config.width:g})"
     return (f"{config.preset} preset: {name}{width} at {config.image_size}x{config.image_size}"
             f" on {config.dataset}, {n_train:,} training / {n_val:,} validation images, "
-            f"{config.epochs} epochs of {steps_per_epoch} batches of {config.batch_size}; "
+            f"{config.epochs} epoch{'s' if config.epochs > 1 else ''} of {steps_per_epoch} batches of "
+            f"{config.batch_size}; "
             f"{config.opt} lr {config.lr:g} ({config.lr_schedule}), weight decay "
             f"{config.weight_decay:g}, label smoothing {config.label_smoothing:g}, "
             f"aux weight {config.aux_weight:g}; outputs in {config.output_dir}")
@@ -609,9 +613,10 @@ def run(config, resume=None, overwrite=False, log=print):
             the_run.stop = stop
             log(describe(config, len(the_run.splits["training"][1]), len(the_run.splits["validation"][1]),
                          the_run.steps_per_epoch))
-            if nn.kernels.use_numba():
-                log("(the first batch loads the Numba kernels: 20-40 s the first time on a machine, "
-                    "while they compile into nn/__pycache__; under a second afterwards)")
+            if warm.needed():
+                log("compiling the Numba kernels for this machine, on two cores (once: they are "
+                    "cached for later runs): about 10 s")
+                warm.warm()
             for epoch in range(the_run.meta["epoch"], config.epochs):
                 t0 = time.perf_counter()
                 sums = train_epoch(the_run, epoch)

@@ -191,9 +191,12 @@ class Adam(Optimizer):
         f = p.data.dtype.type
         decay = 1 - lr * wd if self.decoupled else 1    # AdamW: decay the weights, not the gradient
         l2 = 0 if self.decoupled else wd                # Adam: L2, which then goes through the moments
+        if not p.data.flags.c_contiguous:   # a view assigned by hand: the step writes into p.data
+            p.data = np.ascontiguousarray(p.data)
+        flat = lambda a: a.reshape(-1)   # every parameter as 1-D: one compiled kernel, not one per ndim
         kernels.twin(adam_step_reference)(
-            p.data, g, state["exp_avg"], state["exp_avg_sq"],
-            state.get("max_exp_avg_sq", np.empty(0, p.data.dtype)),
+            flat(p.data), flat(g), flat(state["exp_avg"]), flat(state["exp_avg_sq"]),
+            flat(state.get("max_exp_avg_sq", np.empty(0, p.data.dtype))),
             f(b1), f(1 - b1), f(b2), f(1 - b2), f(group["eps"]), f(decay), f(l2),
             f(lr / (1 - b1 ** t)), f(math.sqrt(1 - b2 ** t)))
 

@@ -327,3 +327,19 @@ def test_adam_step_twins_agree_bit_for_bit(size, dtype, amsgrad, decoupled, step
     k_optim.adam_step_numba(*fast, *scalars)
     for a, b in zip(ref, fast):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_fresh_cache_is_warmed_on_two_cores_before_the_first_batch(tmp_path):
+    """With an empty Numba cache the base kernels are missing; warm() compiles them (half in a
+    child process) into the cache, after which a new process finds them all there."""
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    env = dict(__import__("os").environ, NUMBA_CACHE_DIR=str(tmp_path))
+    script = "from nn.kernels import warm; print(warm.needed()); warm.warm() if warm.needed() else None"
+    runs = [subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
+                           text=True, check=True).stdout.strip() for _ in range(2)]
+    assert runs == ["True", "False"]
+    cached = {p.name.split("-")[0] for p in tmp_path.rglob("*.nbi")}
+    assert {"im2col.im2col_numba", "pooling.maxpool_numba", "batchnorm.batchnorm_stats_numba",
+            "optim.adam_step_numba"} <= cached
