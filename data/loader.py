@@ -4,7 +4,7 @@ import threading
 
 import numpy as np
 
-from .transforms import prepare_batch
+from .transforms import prepare_batch, random_shift
 
 
 class BatchLoader:
@@ -16,20 +16,27 @@ class BatchLoader:
     raw images plus a few batches, whatever the image size. prefetch=True prepares the next
     batch in a background thread while the model computes on this one (NumPy releases the GIL
     in the heavy parts).
+
+    shard=(rank, ranks) (data-parallel training, models/distributed.py): every rank draws the
+    same batches of batch_size images and prepares only its part, the rank-th of `ranks` equal
+    parts (batch_size must divide evenly), shifted as the whole batch would have been.
     """
 
     def __init__(self, images, labels, batch_size, image_size, mean, std, shuffle=False,
-                 seed=0, drop_last=False, augment_shift=0, prefetch=False):
+                 seed=0, drop_last=False, augment_shift=0, prefetch=False, shard=(0, 1)):
         if len(images) != len(labels):
             raise ValueError(f"BatchLoader: {len(images)} images but {len(labels)} labels")
         if batch_size < 1 or image_size < 1:
             raise ValueError(f"BatchLoader: batch_size and image_size must be >= 1, got "
                              f"{batch_size} and {image_size}")
+        if batch_size % shard[1]:
+            raise ValueError(f"BatchLoader: a batch of {batch_size} does not split into {shard[1]} equal parts")
         self.images, self.labels = images, labels
         self.batch_size, self.image_size = batch_size, image_size
         self.mean, self.std = mean, std
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.augment_shift, self.prefetch = augment_shift, prefetch
+        self.shard = shard
         self.epoch = 0
         self.start_batch = 0
 
@@ -45,10 +52,12 @@ class BatchLoader:
         order = rng.permutation(len(self.images)) if self.shuffle else np.arange(len(self.images))
         for b in range(self.start_batch, len(self)):
             idx = np.sort(order[b * self.batch_size:(b + 1) * self.batch_size])
-            aug_rng = np.random.default_rng([self.seed, self.epoch, b]) if self.augment_shift else None
-            x = prepare_batch(self.images[idx], self.image_size, self.mean, self.std,
-                              aug_rng, self.augment_shift)
-            yield x, self.labels[idx]
+            images, labels = self.images[idx], self.labels[idx]
+            if self.augment_shift:
+                images = random_shift(images, self.augment_shift, np.random.default_rng([self.seed, self.epoch, b]))
+            rank, ranks = self.shard
+            part = slice(rank * len(idx) // ranks, (rank + 1) * len(idx) // ranks)
+            yield prepare_batch(images[part], self.image_size, self.mean, self.std), labels[part]
 
     def __iter__(self):
         if not self.prefetch:

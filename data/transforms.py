@@ -67,9 +67,7 @@ def gray_to_rgb(x):
     return np.repeat(x[:, None], 3, axis=1)
 
 
-def prepare_batch(images, size, mean, std, rng=None, max_shift=0):
-    """uint8 (N, 28, 28) -> normalised float32 (N, 3, size, size), shifted if rng is given."""
-    if rng is not None:
-        images = random_shift(images, max_shift, rng)
+def prepare_batch(images, size, mean, std):
+    """uint8 (N, 28, 28) -> normalised float32 (N, 3, size, size)."""
     x = resize_bilinear(to_unit(images), size)
     return np.ascontiguousarray(gray_to_rgb(normalize(x, mean, std)))

@@ -46,6 +46,8 @@ class Config:
     seed: int = _setting(0, "--seed")
     initial_checkpoint: str = _setting(None, "--initial-checkpoint")   # weights to start from
     new_classifier: bool = _setting(False, "--new-classifier")        # ... with new final layers
+    sync_bn: bool = _setting(False, "--sync-bn")   # several ranks: batch norm over the whole batch
+    fixed_reduction_order: bool = _setting(False, "--fixed-reduction-order", how=True)
     preset: str = _setting("quick", "--preset")
     data_dir: str = _setting(None, "--data-dir", how=True)
     download: bool = _setting(True, "--no-download", how=True)
@@ -156,13 +158,17 @@ def to_dict(config):
     return dataclasses.asdict(config)
 
 
+# Settings newer than the first checkpoints, which lack them and ran with their defaults.
+ADDED_LATER = ("initial_checkpoint", "new_classifier", "sync_bn")
+
+
 def from_dict(values, source):
     """The Config stored in a checkpoint (`source` names it in errors): every setting that
     decides what the run computes must be there; a missing "how" setting takes its default."""
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: its configuration is not a JSON object")
     missing = sorted(name for name in FIELDS if name not in values and name not in HOW
-                     and name not in ("initial_checkpoint", "new_classifier"))
+                     and name not in ADDED_LATER)
     if missing:
         raise ConfigError(f"{source}: its configuration has no {', '.join(repr(m) for m in missing)}: "
                           "the file is incomplete or was written by something else")

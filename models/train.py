@@ -36,8 +36,10 @@ from nn.serialization import WriteError, atomic_write
 
 from . import MODELS, build
 from . import config as run_config
+from . import distributed
 from .checkpoint import read_checkpoint, restore, save_checkpoint
 from .config import Config, ConfigError
+from .distributed import GradientSum, RanksDisagree, World
 from .profile import format_profile, profile_step
 from .report import (classification_report, confusion_matrix, markdown_report, plot_confusion_matrix,
                      plot_curves, report_json)
@@ -49,6 +51,7 @@ HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accu
 # gradients, workspaces): measured peaks of benchmarks.train_step, minus 16 bytes per parameter
 # for the weights, their gradients and AdamW's two moments (docs/performance.md).
 STEP_BYTES_PER_PIXEL = 3000
+ALONE = World()   # one process: models/distributed.py for several
 
 
 class TrainingDiverged(RuntimeError):
@@ -128,6 +131,15 @@ def build_parser():
     p.add_argument("--new-classifier", action="store_true", default=S,
                    help="with --initial-checkpoint: start the final layers (one output per class) "
                         "afresh, e.g. for a data set with another number of classes")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over MPI: mpiexec -n N python -m models.train "
+                        "--distributed (found by itself under mpiexec/srun; docs/distributed.md)")
+    p.add_argument("--sync-bn", action="store_true", default=S,
+                   help="several ranks: batch norm with the statistics of the whole batch (all ranks), "
+                        "as one process would compute them; default: each rank's own part")
+    p.add_argument("--fixed-reduction-order", action="store_true", default=S,
+                   help="several ranks: sum the gradients in rank order on every rank, so that a run "
+                        "repeats bit for bit on any MPI (moves N times the bytes)")
     p.add_argument("--output-dir", default=S, help="default: runs/<model>_<dataset>")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run that --output-dir holds (without it, such a folder is refused)")
@@ -222,23 +234,49 @@ def load_data(config, log):
     return info, (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx]), test
 
 
-def loader(split, config, info, train=False):
+def loader(split, config, info, train=False, world=ALONE):
+    """Training: shuffled batches of -b images, of which each rank prepares its part.
+    Evaluation: in order; on several ranks each takes every N-th image, in batches of its share
+    of the evaluation batch."""
     images, labels = split
-    bs = config.batch_size if train else (config.eval_batch_size or config.batch_size)
-    return data.BatchLoader(images, labels, bs, config.image_size, info.mean, info.std,
-                            shuffle=train, seed=config.seed, drop_last=train and len(images) > bs,
-                            augment_shift=config.augment_shift if train else 0,
-                            prefetch=config.prefetch)
+    if train:
+        return data.BatchLoader(images, labels, config.batch_size, config.image_size, info.mean, info.std,
+                                shuffle=True, seed=config.seed, drop_last=len(images) > config.batch_size,
+                                augment_shift=config.augment_shift, prefetch=config.prefetch,
+                                shard=(world.rank, world.size))
+    bs = -(-(config.eval_batch_size or config.batch_size) // world.size)
+    return data.BatchLoader(images[world.rank::world.size], labels[world.rank::world.size], bs,
+                            config.image_size, info.mean, info.std, prefetch=config.prefetch)
 
 
-def check_memory(model, config):
+def check_world(config, world, n_train, meta):
+    """Several ranks: the batch splits into equal parts and fills at least once; a resumed run
+    has as many ranks as the run that saved it (each rank's own state is saved)."""
+    saved = meta.get("world_size", 1) if meta else world.size
+    if saved != world.size:
+        how = f"mpiexec -n {saved} python -m models.train --resume ..." if saved > 1 else "one process"
+        raise ConfigError(f"this run was saved by {saved} rank(s) and is resumed by {world.size}: each "
+                          f"rank's dropout and batch-norm state is saved for {saved}. Resume it with {how}, "
+                          "or start a new run from its weights with --initial-checkpoint")
+    if world.size == 1:
+        return
+    if config.batch_size % world.size:
+        raise ConfigError(f"-b/--batch-size {config.batch_size} does not split into {world.size} equal "
+                          f"parts, one per rank: choose a multiple of {world.size}")
+    if n_train < config.batch_size:
+        raise ConfigError(f"{n_train} training images do not fill one batch of {config.batch_size} "
+                          f"(several ranks train on whole batches only): lower -b/--batch-size")
+
+
+def check_memory(model, config, world=ALONE):
     """Refuse a step that cannot fit in this machine's memory before allocating it, naming the
-    flags that size it (an --image-size of 100000 would otherwise fail deep inside NumPy)."""
+    flags that size it (an --image-size of 100000 would otherwise fail deep inside NumPy).
+    Ranks on one machine each hold a model and their part of the batch."""
     available = _available_memory()
     if available is None:
         return
-    need = (16 * model.num_parameters()
-            + STEP_BYTES_PER_PIXEL * config.width * config.batch_size * config.image_size ** 2)
+    need = world.local_size * (16 * model.num_parameters() + STEP_BYTES_PER_PIXEL * config.width
+                               * config.batch_size // world.size * config.image_size ** 2)
     if need > available:
         raise ConfigError(f"--image-size {config.image_size} with -b {config.batch_size} needs about "
                           f"{need / 2**30:,.1f} GiB for a training step of {config.model}; this machine has "
@@ -288,19 +326,27 @@ class StopRequest:
         raise Interrupted(message, self.signum)
 
 
-def evaluate(model, batches, criterion, num_classes, max_batches=None, stop=None):
+def evaluate(model, batches, criterion, num_classes, max_batches=None, stop=None, world=ALONE):
     """Eval-mode pass: (mean main-head loss, confusion matrix). Restores the model's mode.
-    Raises Interrupted between batches once `stop` is requested."""
+    Raises Interrupted between batches once `stop` is requested (on any rank). On several
+    ranks, `batches` are this rank's images; the figures are those of all ranks' images."""
     was_training = model.training
     model.eval()
     total_loss, count = 0.0, 0
     cm = np.zeros((num_classes, num_classes), np.int64)
+    batches = iter(batches)
     try:
-        for i, (x, y) in enumerate(batches):
-            if max_batches is not None and i >= max_batches:
-                break
-            if stop is not None and stop.requested:
+        for i in range(max_batches if max_batches is not None else sys.maxsize):
+            batch = next(batches, None)
+            # every rank learns whether any was asked to stop, and whether any has images left
+            asked, left = world.sum(np.array([stop is not None and stop.requested, batch is not None]))
+            if asked:
                 stop.stop("evaluation interrupted")
+            if not left:
+                break
+            if batch is None:
+                continue
+            x, y = batch
             with nn.no_grad():   # keeps no layer's cache: a fraction of a training step's memory
                 logits = model(x)
             total_loss += criterion(logits, y) * len(y)
@@ -308,34 +354,44 @@ def evaluate(model, batches, criterion, num_classes, max_batches=None, stop=None
             cm += confusion_matrix(y, logits.argmax(axis=1), num_classes)
     finally:
         model.train(was_training)
-    return total_loss / max(count, 1), cm
+    totals = world.sum(np.concatenate([[total_loss, count], cm.ravel()]).astype(np.float64))
+    return totals[0] / max(totals[1], 1), totals[2:].round().astype(np.int64).reshape(cm.shape)
 
 
-def train_step(model, x, y, criteria, aux_weight, opt, clip_grad):
-    """Forward, loss (main + aux_weight * aux), backward, update. Returns (main loss, total, logits)."""
+def train_step(model, x, y, criteria, aux_weight, opt, clip_grad, world=ALONE, grad_sum=None):
+    """Forward, loss (main + aux_weight * aux), backward, update. Returns (main loss, total, logits).
+
+    On several ranks, x and y are this rank's part of the batch: the losses returned are the
+    whole batch's (the mean of the ranks' means: their parts are equal), not finite if any
+    rank's is not, and grad_sum (a GradientSum) makes the gradients the whole batch's before
+    the update, which every rank then takes alike."""
     opt.zero_grad()
     outs = model(x)
     outs = outs if isinstance(outs, tuple) else (outs,)
     losses = [c(o, y) for c, o in zip(criteria, outs)]
-    total = losses[0] + aux_weight * sum(losses[1:])
+    main, total = losses[0], losses[0] + aux_weight * sum(losses[1:])
+    if world.size > 1:
+        main, total = world.sum(np.array([main, total])) / world.size
     if not math.isfinite(total):
-        return losses[0], total, outs[0]
+        return main, total, outs[0]
     grads = [criteria[0].backward()] + [c.backward(aux_weight) for c in criteria[1:len(outs)]]
     model.backward(*grads)
+    if grad_sum is not None:
+        grad_sum()
     if clip_grad:
         optim.clip_grad_norm_(model.parameters(), clip_grad)
     opt.step()
-    return losses[0], total, outs[0]
+    return main, total, outs[0]
 
 
 class Progress:
     """A tqdm bar on a terminal; plain progress lines every print_freq batches otherwise."""
 
-    def __init__(self, total, desc, print_freq, log, initial=0):
+    def __init__(self, total, desc, print_freq, log, initial=0, show=True):
         self.total, self.desc, self.print_freq, self.log = total, desc, print_freq, log
         self.n, self.start = initial, time.perf_counter()
         self.bar = None
-        if sys.stderr.isatty():
+        if show and sys.stderr.isatty():
             from tqdm import tqdm
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=True,
                             dynamic_ncols=True)
@@ -366,13 +422,16 @@ def write_history(path, history):
     atomic_write(path, write, mode="w")
 
 
-def describe(config, n_train, n_val, steps_per_epoch):
+def describe(config, n_train, n_val, steps_per_epoch, ranks=1):
     name = {"inception_v2": "Inception-V2", "inception_v3": "Inception-V3"}[config.model]
     width = "" if config.width == 1 else f" (width x{config.width:g})"
+    batches = f"{steps_per_epoch} batches of {config.batch_size}"
+    if ranks > 1:
+        batches += f" ({ranks} ranks x {config.batch_size // ranks} images"
+        batches += ", batch norm over all ranks)" if config.sync_bn else ")"
     return (f"{config.preset} preset: {name}{width} at {config.image_size}x{config.image_size}"
             f" on {config.dataset}, {n_train:,} training / {n_val:,} validation images, "
-            f"{config.epochs} epoch{'s' if config.epochs > 1 else ''} of {steps_per_epoch} batches of "
-            f"{config.batch_size}; "
+            f"{config.epochs} epoch{'s' if config.epochs > 1 else ''} of {batches}; "
             f"{config.opt} lr {config.lr:g} ({config.lr_schedule}), weight decay "
             f"{config.weight_decay:g}, label smoothing {config.label_smoothing:g}, "
             f"aux weight {config.aux_weight:g}; outputs in {config.output_dir}")
@@ -398,71 +457,103 @@ class Run:
     stop: StopRequest = None
     eval_batches: int = None     # --dry-run: one batch per evaluation
     timing: dict = field(default_factory=dict)
+    world: World = ALONE
+    grad_sum: GradientSum = None   # several ranks: sums the gradients over them
 
     @property
     def num_classes(self):
         return len(self.info.classes)
 
-    def save(self, epoch, step, running):
+    def evaluate(self, split):
+        """(mean loss, confusion matrix) of a split, shared out between the ranks."""
+        return evaluate(self.model, loader(self.splits[split], self.config, self.info, world=self.world),
+                        self.criteria[0], self.num_classes, self.eval_batches, self.stop, self.world)
+
+    def save(self, epoch, step, running, best=False):
+        """The checkpoint (and, if best, the best model), written by rank 0. On several ranks
+        their weights are checked to be the same, and each one's own state is saved."""
         self.meta.update(epoch=epoch, step=step, running=running)
-        save_checkpoint(self.folder.file("checkpoint.npz"), self.model, self.opt, self.sched, self.meta)
+        if self.world.size > 1:
+            distributed.check_same_weights(self.model, self.world)
+            states = self.world.gather(distributed.rank_state(self.model))
+            if self.world.is_root:
+                self.meta["rank_states"] = states
+        names = ["checkpoint.npz"] + (["model_best.npz"] if best else [])
+        self.world.root_does(lambda: [save_checkpoint(self.folder.file(name), self.model, self.opt, self.sched,
+                                                      self.meta) for name in names])
 
     def interrupted(self, where):
         path = self.folder.file("checkpoint.npz")
         self.stop.stop(f"interrupted {where}: saved {path}; continue with --resume {path}")
 
 
-def setup(config, resume=None, overwrite=False, log=print):
+def setup(config, resume=None, overwrite=False, log=print, world=ALONE):
     """Check what can be checked, then build the run: new, or restored from `resume` (whose
-    config is then `config`: see resumed_config)."""
-    arrays = read_checkpoint(resume) if resume is not None else None
+    config is then `config`: see resumed_config). On several ranks, rank 0 alone reads the
+    checkpoint and owns the folder; a failure on any rank stops them all (World.together)."""
+    arrays = world.root_does(lambda: read_checkpoint(resume), share=True) if resume is not None else None
     run_id = arrays["meta"].get("run_id") if arrays is not None else None
     folder = RunFolder(config.output_dir)
-    stale = folder.claim(run_id or "new run", overwrite=overwrite)
+    stale = world.root_does(lambda: folder.claim(run_id or "new run", overwrite=overwrite))
     try:
         if stale:
             log(f"removed {len(stale)} temporary file(s) left by an interrupted write in {folder.path}")
-        info, train_split, val_split, test_split = load_data(config, log)
-        nn.manual_seed(config.seed)
-        model = build(config.model, num_classes=len(info.classes), width=config.width)
-        model.input_grad = False   # training needs no gradient of the images: skip it
-        if config.initial_checkpoint and arrays is None:
-            start_from(model, config, log)
-        check_memory(model, config)
-        for i, m in enumerate(m for m in model.modules() if isinstance(m, nn.Dropout)):
-            m.reseed([config.seed, i])
-        train_loader = loader(train_split, config, info, train=True)
+        info, train_split, val_split, test_split = world.root_first(lambda: load_data(config, log))
+        check_world(config, world, len(train_split[1]), arrays and arrays["meta"])
+        model = build_model(config, info, world, log, fresh=arrays is None)
+        train_loader = loader(train_split, config, info, train=True, world=world)
         steps_per_epoch = 2 if config.dry_run else len(train_loader)
         opt = make_optimizer(model, config)
         sched = make_scheduler(opt, config, steps_per_epoch)
         meta = {"config": run_config.to_dict(config), "run_id": uuid.uuid4().hex, "epoch": 0, "step": 0,
-                "history": [], "best_val_accuracy": -1.0, "best_epoch": 0, "running": [0.0, 0, 0]}
+                "history": [], "best_val_accuracy": -1.0, "best_epoch": 0, "running": [0.0, 0, 0],
+                "world_size": world.size}
         if arrays is not None:
             meta = restore(arrays, resume, model, opt, sched)
-            meta["config"] = run_config.to_dict(config)
+            if world.size > 1:
+                distributed.restore_rank_state(model, meta["rank_states"][world.rank])
+            meta.update(config=run_config.to_dict(config), world_size=world.size)
             meta.setdefault("run_id", run_id or uuid.uuid4().hex)
-            _bring_best_model(resume, folder, meta, log)
+            world.root_does(lambda: _bring_best_model(resume, folder, meta, log))
             log(f"resumed from {resume}: epoch {meta['epoch'] + 1}, batch {meta['step']}")
         splits = {"training": train_split, "validation": val_split}
         if test_split is not None:
             splits["testing"] = test_split
-        atomic_write(folder.file("config.json"),
-                     lambda f: json.dump(run_config.to_dict(config), f, indent=2), mode="w")
+        world.root_does(lambda: atomic_write(folder.file("config.json"),
+                                             lambda f: json.dump(run_config.to_dict(config), f, indent=2), mode="w"))
     except BaseException:
         folder.release()
         raise
     return Run(config, folder, info, splits, model, opt, sched,
                [nn.CrossEntropyLoss(label_smoothing=config.label_smoothing) for _ in range(3)],
-               train_loader, steps_per_epoch, meta, log, eval_batches=1 if config.dry_run else None)
+               train_loader, steps_per_epoch, meta, log, eval_batches=1 if config.dry_run else None,
+               world=world, grad_sum=GradientSum(model.parameters(), world) if world.size > 1 else None)
 
 
-def start_from(model, config, log):
+def build_model(config, info, world, log, fresh):
+    """The model, seeded; started from --initial-checkpoint's weights if fresh and asked; its
+    batch norms synchronised over the ranks with --sync-bn; its dropout seeded per rank."""
+    nn.manual_seed(config.seed)
+    model = build(config.model, num_classes=len(info.classes), width=config.width)
+    model.input_grad = False   # training needs no gradient of the images: skip it
+    if config.initial_checkpoint and fresh:
+        start_from(model, config, log, world)
+    world.together(lambda: check_memory(model, config, world))
+    if config.sync_bn and world.size > 1:
+        nn.convert_sync_batchnorm(model, world.sum)
+    rank = [world.rank] if world.size > 1 else []   # ranks drop different units
+    for i, m in enumerate(m for m in model.modules() if isinstance(m, nn.Dropout)):
+        m.reseed([config.seed, i, *rank])
+    return model
+
+
+def start_from(model, config, log, world=ALONE):
     """Fine-tuning: the weights of --initial-checkpoint, all of them or all but the classifier
     layers (--new-classifier), which keep their fresh initialisation."""
     path = config.initial_checkpoint
     skip = {f"{layer}.{p}" for layer in model.CLASSIFIERS for p in ("weight", "bias")}
     try:
-        load_weights(model, path, skip if config.new_classifier else ())
+        world.together(lambda: load_weights(model, path, skip if config.new_classifier else ()))
     except CheckpointError as err:
         if not config.new_classifier and any(f"'{key}' has shape" in str(err) for key in skip):
             raise ConfigError(f"{err}; its classifier has another number of classes than "
@@ -492,7 +583,7 @@ def train_epoch(run, epoch):
     run.train_loader.set_epoch(epoch, start_step)
     run.model.train()
     progress = Progress(run.steps_per_epoch, f"Epoch {epoch + 1}/{config.epochs}", config.print_freq,
-                        run.log, initial=start_step)
+                        run.log, initial=start_step, show=run.world.is_root)
     step = start_step
     try:
         for x, y in run.train_loader:
@@ -509,23 +600,28 @@ def train_epoch(run, epoch):
                     f"{epoch * run.steps_per_epoch + step + 1}); stopping. Lower --lr or set --clip-grad; {last}")
             run.sched.step()
             step += 1
-            loss_sum += loss * len(y)
-            correct += int((logits.argmax(axis=1) == y).sum())
-            seen += len(y)
-            progress.update(loss_sum / seen, correct / seen, len(y) / (time.perf_counter() - t))
+            # the whole batch's count of right answers and size, and whether any rank must stop
+            right, size, stop = run.world.sum(np.array([(logits.argmax(axis=1) == y).sum(), len(y),
+                                                        run.stop.requested], np.float64))
+            loss_sum += loss * size
+            correct += int(right)
+            seen += int(size)
+            progress.update(loss_sum / seen, correct / seen, size / (time.perf_counter() - t))
             _estimate(run, step - start_step)
-            if run.stop.requested:
+            if stop:
                 progress.close()
                 run.save(epoch, step, [loss_sum, correct, seen])
                 run.interrupted(f"at epoch {epoch + 1}, batch {step}")
     finally:
         progress.close()
+    if step > start_step and not config.sync_bn:   # each rank's running statistics -> their mean
+        distributed.average_running_statistics(run.model, run.world)
     return loss_sum, correct, seen
 
 
 def _step(run, x, y, profile):
     one_step = lambda: train_step(run.model, x, y, run.criteria, run.config.aux_weight, run.opt,
-                                  run.config.clip_grad)
+                                  run.config.clip_grad, run.world, run.grad_sum)
     try:
         if profile:  # the first step loads the kernels: profile the second
             result, timings = profile_step(run.model, one_step)
@@ -556,8 +652,7 @@ def end_epoch(run, epoch, sums, seconds):
     loss_sum, correct, seen = sums
     meta = run.meta
     try:
-        val_loss, val_cm = evaluate(run.model, loader(run.splits["validation"], run.config, run.info),
-                                    run.criteria[0], run.num_classes, run.eval_batches, run.stop)
+        val_loss, val_cm = run.evaluate("validation")
     except Interrupted:   # redo only the evaluation on resume: the epoch's batches are done
         run.save(epoch, run.steps_per_epoch, [loss_sum, correct, seen])
         run.interrupted(f"during the evaluation after epoch {epoch + 1}")
@@ -571,11 +666,9 @@ def end_epoch(run, epoch, sums, seconds):
             f"{val_acc:.4f} - lr: {row['lr']:.3g}")
     if val_acc > meta["best_val_accuracy"]:
         meta.update(best_val_accuracy=val_acc, best_epoch=epoch + 1)
-    run.save(epoch + 1, 0, [0.0, 0, 0])
-    if meta["best_epoch"] == epoch + 1:
-        save_checkpoint(run.folder.file("model_best.npz"), run.model, run.opt, run.sched, meta)
-    write_history(run.folder.file("history.csv"), meta["history"])
-    plot_curves(meta["history"], run.folder.path, run.config.dataset)
+    run.save(epoch + 1, 0, [0.0, 0, 0], best=meta["best_epoch"] == epoch + 1)
+    run.world.root_does(lambda: (write_history(run.folder.file("history.csv"), meta["history"]),
+                                 plot_curves(meta["history"], run.folder.path, run.config.dataset)))
 
 
 def finish(run):
@@ -585,43 +678,49 @@ def finish(run):
     best = run.folder.file("model_best.npz")
     run.log(f"evaluating the best model (epoch {meta['best_epoch']}) on the "
             f"{', '.join(run.splits)} sets for the report")
-    if os.path.exists(best):
-        restore(read_checkpoint(best), best, run.model)
+    arrays = run.world.root_does(lambda: read_checkpoint(best) if os.path.exists(best) else None, share=True)
+    if arrays is not None:
+        restore(arrays, best, run.model)
         heading = (f"# {config.model} on {config.dataset}\n\nBest validation accuracy at epoch "
                    f"{meta['best_epoch']} of {config.epochs}; figures of that model.")
     else:
         heading = (f"# {config.model} on {config.dataset}\n\n(no best model was found in "
                    f"{run.folder.path}: figures of the model after epoch {meta['epoch']})")
     report = report_on(run.model, config, run.info, run.splits, run.criteria[0], heading, run.log,
-                       run.eval_batches, run.stop)
-    report.update(best_epoch=meta["best_epoch"], history=meta["history"])
+                       run.eval_batches, run.stop, run.world)
+    report.update(best_epoch=meta["best_epoch"], history=meta["history"], ranks=run.world.size)
     markdown = report.pop("markdown")
-    last = list(report["splits"])[-1]
+    run.world.root_does(lambda: write_report(run, report, markdown))
+    return report
+
+
+def write_report(run, report, markdown):
+    """report.md, report.json and the confusion matrix of the last split."""
+    config, last = run.config, list(report["splits"])[-1]
     plot_confusion_matrix(np.array(report["splits"][last]["confusion_matrix"]), list(run.info.classes),
                           run.folder.file("confusion_matrix.png"), f"{config.model} on {config.dataset}, {last}")
     atomic_write(run.folder.file("report.md"), lambda f: f.write(markdown + "\n"), mode="w")
     atomic_write(run.folder.file("report.json"), lambda f: json.dump(report, f, indent=2), mode="w")
-    return report
 
 
-def run(config, resume=None, overwrite=False, log=print):
+def run(config, resume=None, overwrite=False, log=print, world=ALONE):
     """Train as configured (or continue `resume`, whose configuration `config` then is); returns
-    the final report as a dict."""
-    the_run = setup(config, resume, overwrite, log)
+    the final report as a dict. `world`: the ranks of a data-parallel run (models/distributed.py)."""
+    the_run = setup(config, resume, overwrite, log, world)
     try:
         with StopRequest(log) as stop:
             the_run.stop = stop
             log(describe(config, len(the_run.splits["training"][1]), len(the_run.splits["validation"][1]),
-                         the_run.steps_per_epoch))
-            if warm.needed():
+                         the_run.steps_per_epoch, world.size))
+            if world.root_does(warm.needed, share=True):
                 log("compiling the Numba kernels for this machine, on two cores (once: they are "
                     "cached for later runs): about 10 s")
-                warm.warm()
+                world.root_does(warm.warm)
             for epoch in range(the_run.meta["epoch"], config.epochs):
                 t0 = time.perf_counter()
                 sums = train_epoch(the_run, epoch)
                 end_epoch(the_run, epoch, sums, time.perf_counter() - t0)
-                if stop.requested and epoch + 1 < config.epochs:
+                if world.any(stop.requested) and epoch + 1 < config.epochs:
                     the_run.interrupted(f"after epoch {epoch + 1}")
             try:
                 return finish(the_run)
@@ -633,12 +732,14 @@ def run(config, resume=None, overwrite=False, log=print):
         the_run.folder.release()
 
 
-def report_on(model, config, info, splits, criterion, heading, log, max_batches=None, stop=None):
+def report_on(model, config, info, splits, criterion, heading, log, max_batches=None, stop=None,
+              world=ALONE):
     """Evaluate on each split and print the seeds' tables and the last split's classification
     report. Returns {"config", "splits": figures, "markdown": the tables}."""
     results = {}
     for name, split in splits.items():
-        loss, cm = evaluate(model, loader(split, config, info), criterion, len(info.classes), max_batches, stop)
+        loss, cm = evaluate(model, loader(split, config, info, world=world), criterion, len(info.classes),
+                            max_batches, stop, world)
         results[name] = {"loss": float(loss), "cm": cm}
     markdown = heading + "\n\n" + markdown_report(results, list(info.classes))
     log("\n" + markdown)
@@ -655,24 +756,42 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        world = distributed.connect(args.distributed)
+    except RuntimeError as err:
+        parser.exit(2, f"error: {err}\n")
+    # Several ranks meet the same errors together (World.together): rank 0 alone reports them.
+    say = (lambda text: print(text, file=sys.stderr)) if world.is_root else (lambda text: None)
+    try:
         if args.resume is not None:
-            saved = read_checkpoint(args.resume)["config"]
+            saved = world.root_does(lambda: read_checkpoint(args.resume)["config"], share=True)
             config = resumed_config(saved, given_settings(args), args.resume)
         else:
             config = make_config(args)
-        run(config, resume=args.resume, overwrite=args.overwrite)
+        world.fixed_order = config.fixed_reduction_order
+        run(config, resume=args.resume, overwrite=args.overwrite, log=print if world.is_root else _quiet,
+            world=world)
     except Interrupted as stopped:
-        print(f"\n{stopped}", file=sys.stderr)
+        say(f"\n{stopped}")
         return EXIT_CODES.get(stopped.signum, 130)
     except KeyboardInterrupt:   # before the run's own handler was in place
-        print("stopped.", file=sys.stderr)
+        if world.size > 1:      # the ranks may be at different places: stop them all
+            distributed.abort_on_error(world, 130)
+        say("stopped.")
         return 130
-    except (TrainingDiverged, WriteError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (TrainingDiverged, WriteError, RanksDisagree) as err:
+        say(f"error: {err}")
         return 1
     except (data.DataNotFoundError, data.IDXError, FileNotFoundError, ValueError) as err:
-        parser.exit(2, f"error: {err}\n")
+        parser.exit(2, f"error: {err}\n" if world.is_root else None)
+    except Exception:
+        if world.size > 1:   # met by this rank alone (a bug, no memory): the others would wait
+            distributed.abort_on_error(world)
+        raise
     return 0
+
+
+def _quiet(*args, **kwargs):
+    """The log of the ranks other than 0."""
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@
 """
 from .module import Parameter, Buffer, Module, Sequential, Concat, no_grad
 from .conv import Conv2d
-from .batchnorm import BatchNorm1d, BatchNorm2d
+from .batchnorm import BatchNorm1d, BatchNorm2d, SyncBatchNorm2d, convert_sync_batchnorm
 from .pooling import MaxPool2d, AvgPool2d, AdaptiveAvgPool2d
 from .linear import Linear
 from .activation import ReLU, Flatten, Identity
@@ -19,6 +19,6 @@ from .init import manual_seed
 from . import kernels, gradcheck, optim, runtime
 
 __all__ = ["Parameter", "Buffer", "Module", "Sequential", "Concat", "Conv2d", "BatchNorm1d",
-           "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "ReLU",
+           "BatchNorm2d", "SyncBatchNorm2d", "convert_sync_batchnorm", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "ReLU",
            "Flatten", "Identity", "Dropout", "CrossEntropyLoss", "log_softmax", "manual_seed",
            "kernels", "gradcheck", "optim", "runtime", "no_grad"]

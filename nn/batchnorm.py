@@ -95,7 +95,7 @@ class _BatchNorm(Module):
             if m <= 1:
                 raise TooFewValues(f"{self._describe()}: expected more than 1 value per channel "
                                    f"when training, got input shape {x.shape}")
-            mean, var = kernels.twin(batchnorm_stats_reference)(x3)  # biased, as in Alg. 1
+            mean, var, m = self._batch_statistics(x3)   # biased, as in Alg. 1
             if self.training and self.track_running_stats:
                 self._update_running(mean, var, m)
         else:
@@ -106,8 +106,13 @@ class _BatchNorm(Module):
         kernels.twin(batchnorm_normalize_reference)(x3, mean.astype(x.dtype), inv_std, gamma, beta,
                                                     x_hat, y)
         self.cache = {"x_hat": x_hat, "inv_std": inv_std, "batch_stats": use_batch_stats,
-                      "shape": x.shape}
+                      "shape": x.shape, "m": m}
         return y.reshape(x.shape)
+
+    def _batch_statistics(self, x3):
+        """(mean, biased variance, count) per channel of the batch x3 (N, C, L)."""
+        mean, var = kernels.twin(batchnorm_stats_reference)(x3)
+        return mean, var, x3.shape[0] * x3.shape[2]
 
     def _affine(self, dtype):
         """(gamma, beta), or (1, 0) for affine=False."""
@@ -130,12 +135,16 @@ class _BatchNorm(Module):
         dout3 = np.ascontiguousarray(dout).reshape(x_hat.shape)
         dx = np.empty_like(x_hat)
         gamma, _ = self._affine(dout.dtype)
-        dgamma, dbeta = kernels.twin(batchnorm_backward_reference)(
-            dout3, x_hat, gamma, cache["inv_std"], cache["batch_stats"], dx)
+        dgamma, dbeta = self._backward(dout3, x_hat, gamma, cache, dx)
         if self.affine:
             self.weight.grad += dgamma
             self.bias.grad += dbeta
         return dx.reshape(shape)
+
+    def _backward(self, dout3, x_hat, gamma, cache, dx):
+        """dx (written) and this batch's (dgamma, dbeta)."""
+        return kernels.twin(batchnorm_backward_reference)(dout3, x_hat, gamma, cache["inv_std"],
+                                                          cache["batch_stats"], dx)
 
 
 class BatchNorm2d(_BatchNorm):
@@ -146,3 +155,59 @@ class BatchNorm2d(_BatchNorm):
 class BatchNorm1d(_BatchNorm):
     __doc__ = _BatchNorm.__doc__.replace("(C,).", "(C,).  Input (N, C) or (N, C, L).")
     layout = ("NC", "NCL")
+
+
+class SyncBatchNorm2d(BatchNorm2d):
+    """BatchNorm2d over a batch split across processes (data-parallel training): its statistics,
+    and the sums its backward takes, are those of the whole batch, as if one process held it all.
+
+    all_sum(array) returns the array summed over the processes (models/distributed.py gives one
+    over MPI; nn knows nothing of MPI). With m values per channel over all processes:
+        forward:   m and sum(x), all-summed: the mean; then sum((x - mean)**2), all-summed: the
+                   variance (two passes, so that a large mean cancels no digits)
+        backward:  dbeta = sum(dout) and dgamma = sum(dout*x_hat) all-summed, in dx's formula;
+                   this process's own sums into its gradients (the gradient all-sum that follows
+                   adds them up)
+    Two all-sums of C values each way per layer, computed in NumPy (no Numba twin).
+    """
+
+    def __init__(self, num_features, all_sum, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.all_sum = all_sum
+
+    def _batch_statistics(self, x3):
+        counts = np.concatenate([[x3.shape[0] * x3.shape[2]], x3.sum(axis=(0, 2), dtype=np.float64)])
+        counts = self.all_sum(counts)
+        m, mean = int(round(counts[0])), counts[1:] / counts[0]
+        centred = x3 - mean.astype(x3.dtype)[None, :, None]
+        var = self.all_sum(np.einsum("ncl,ncl->c", centred, centred, dtype=np.float64)) / m
+        return mean.astype(x3.dtype), var.astype(x3.dtype), m
+
+    def _backward(self, dout3, x_hat, gamma, cache, dx):
+        if not cache["batch_stats"]:   # eval: the statistics are constants, nothing to share
+            return super()._backward(dout3, x_hat, gamma, cache, dx)
+        C, m = dout3.shape[1], cache["m"]
+        local = np.concatenate([dout3.sum(axis=(0, 2)), np.einsum("ncl,ncl->c", dout3, x_hat)])
+        total = self.all_sum(local.astype(np.float64)).astype(dout3.dtype)
+        dbeta, dgamma = total[:C], total[C:]
+        scale = (gamma * cache["inv_std"])[:, None]
+        dx[...] = scale / m * (m * dout3 - dbeta[:, None] - x_hat * dgamma[:, None])
+        return local[C:], local[:C]
+
+
+def convert_sync_batchnorm(module, all_sum):
+    """Every BatchNorm2d of `module` replaced by a SyncBatchNorm2d with the same parameters and
+    buffers (PyTorch's torch.nn.SyncBatchNorm.convert_sync_batchnorm). Returns the module."""
+    for name, child in list(module._modules.items()):
+        if type(child) is BatchNorm2d:
+            arrays = child.state_dict()
+            dtype = next((a.dtype for a in arrays.values() if a.dtype.kind == "f"), None)
+            sync = SyncBatchNorm2d(child.num_features, all_sum, eps=child.eps, momentum=child.momentum,
+                                   affine=child.affine, track_running_stats=child.track_running_stats,
+                                   dtype=dtype)
+            sync.load_state_dict(arrays)
+            sync.train(child.training)
+            setattr(module, name, sync)
+        else:
+            convert_sync_batchnorm(child, all_sum)
+    return module

@@ -176,14 +176,13 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise RuntimeError(
                 f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        target = (self._parameters if isinstance(value, Parameter) else self._buffers if isinstance(value, Buffer)
+                  else self._modules if isinstance(value, Module) else None)
         for registry in (self._parameters, self._buffers, self._modules):
-            registry.pop(name, None)
-        if isinstance(value, Parameter):
-            self._parameters[name] = value
-        elif isinstance(value, Buffer):
-            self._buffers[name] = value
-        elif isinstance(value, Module):
-            self._modules[name] = value
+            if registry is not target:
+                registry.pop(name, None)
+        if target is not None:
+            target[name] = value   # a replaced member keeps its place (a Sequential's order)
         object.__setattr__(self, name, value)
 
     # -- the layer interface -----------------------------------------------------------------

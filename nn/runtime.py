@@ -142,6 +142,21 @@ def prepare():
     return status()
 
 
+def set_threads(n):
+    """Use n threads in Numba's kernels and in NumPy's OpenBLAS (data-parallel ranks that share
+    a machine's cores: models/distributed.py)."""
+    try:
+        import numba
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+    lib = numpy_openblas()
+    for symbol in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads"):
+        if lib is not None and hasattr(lib, symbol):
+            getattr(lib, symbol)(ctypes.c_int(n))
+            break
+
+
 def status():
     """What prepare() did, per thread pool and for memory ({} before it ran)."""
     return dict(_status)

@@ -27,6 +27,19 @@ def test_named_parameters_follow_definition_order_with_torch_names():
     assert names == ["conv.weight", "bn.weight", "bn.bias", "fc.weight", "fc.bias"]
 
 
+def test_a_replaced_layer_keeps_its_place_in_the_sequence(rng):
+    """Assigning a new layer under an existing name (as convert_sync_batchnorm does) keeps the
+    order the Sequential runs its layers in, and a parameter replaced keeps its place in
+    named_parameters (PyTorch's behaviour)."""
+    net = small_net()
+    net.bn = nn.BatchNorm2d(3)
+    net.fc.weight = nn.Parameter(np.zeros((4, 3), np.float32))
+    assert list(net._modules) == ["conv", "bn", "relu", "pool", "flat", "drop", "fc"]
+    assert [n for n, _ in net.named_parameters()][-2:] == ["fc.weight", "fc.bias"]
+    x = rng.standard_normal((2, 2, 5, 5)).astype(np.float32)
+    np.testing.assert_array_equal(net.eval()(x), np.broadcast_to(net.fc.bias.data, (2, 4)))
+
+
 def test_state_dict_has_buffers_after_parameters_per_module():
     sd = small_net().state_dict()
     assert list(sd) == ["conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var",
