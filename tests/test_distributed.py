@@ -4,6 +4,7 @@ tests skip, saying how to install it, without mpi4py and an mpiexec (pip install
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -34,12 +35,21 @@ MPIEXEC = _mpiexec()
 needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason='needs mpi4py and an mpiexec: pip install -e ".[mpi]"')
 
 
-def mpi(*args, env=None, check=True):
-    """`mpiexec -n 2 python tests/mpi_cases.py ARGS`; the finished process."""
-    environment = {**os.environ, **(env or {})}
+def mpi(*args, env=None, check=True, timeout=300):
+    """`mpiexec -n 2 python tests/mpi_cases.py ARGS`; the finished process. A rank waiting for
+    ever spins at full speed: MPICH's mpiexec ends the job after MPIEXEC_TIMEOUT seconds, and the
+    whole process group is killed if that fails."""
+    environment = {**os.environ, "MPIEXEC_TIMEOUT": str(timeout), **(env or {})}
     environment.pop("PYTEST_CURRENT_TEST", None)
-    done = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(ROOT / "tests" / "mpi_cases.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=600, env=environment, cwd=ROOT)
+    command = [MPIEXEC, "-n", "2", sys.executable, str(ROOT / "tests" / "mpi_cases.py"), *map(str, args)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+                          cwd=ROOT, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout + 30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    done = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     if check:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
