@@ -1,4 +1,6 @@
-"""BatchNorm1d/2d: PyTorch's statistics, running averages, eval mode, gradients."""
+"""BatchNorm1d/2d: PyTorch's statistics, running averages, eval mode, gradients; SyncBatchNorm2d."""
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
@@ -112,3 +114,77 @@ def test_bad_input():
         nn.BatchNorm1d(3)(np.zeros((2, 4), np.float32))
     with pytest.raises(ValueError, match=r"BatchNorm1d\(3\): expected a NC or NCL input"):
         nn.BatchNorm1d(3)(np.zeros((2, 3, 1, 1), np.float32))
+
+
+# -- SyncBatchNorm2d: batch norm over a batch split between processes ---------------------------
+
+def threads_all_sum(ranks):
+    """all_sum functions for `ranks` threads standing in for processes: each waits for all,
+    then every one adds the parts in rank order (MPI's Allreduce, without MPI)."""
+    barrier, parts = threading.Barrier(ranks), [None] * ranks
+
+    def all_sum_of(rank):
+        def all_sum(array):
+            parts[rank] = np.array(array, copy=True)
+            barrier.wait()
+            total = sum(parts[1:], parts[0].copy())
+            barrier.wait()   # nobody overwrites a part before everyone has added it
+            return total
+        return all_sum
+    return [all_sum_of(r) for r in range(ranks)]
+
+
+def run_ranks(fn, ranks):
+    """fn(rank, all_sum) on `ranks` threads; their results in rank order."""
+    sums, results = threads_all_sum(ranks), [None] * ranks
+
+    def work(rank):
+        results[rank] = fn(rank, sums[rank])
+    threads = [threading.Thread(target=work, args=(r,)) for r in range(ranks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_sync_batchnorm_on_parts_equals_batchnorm_on_the_whole_batch(ranks, rng):
+    """Forward, dx, and the summed dgamma and dbeta of `ranks` parts of a batch equal those of
+    BatchNorm2d on the whole batch (float64), and so do the running statistics."""
+    x = rng.standard_normal((6, 3, 4, 5)) * 3 + 2
+    dout = rng.standard_normal((6, 3, 4, 5))
+    whole = nn.BatchNorm2d(3).double()
+    whole.weight.data[...] = [0.5, 1.5, 2.0]
+    y, dx = whole(x), whole.backward(dout)
+    part = lambda r: slice(r * 6 // ranks, (r + 1) * 6 // ranks)
+
+    def rank_pass(rank, all_sum):
+        bn = nn.convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3).double()), all_sum)[0]
+        bn.weight.data[...] = [0.5, 1.5, 2.0]
+        out = bn(x[part(rank)])
+        return out, bn.backward(dout[part(rank)]), bn.weight.grad.copy(), bn.bias.grad.copy(), bn.running_var.data
+    results = run_ranks(rank_pass, ranks)
+    np.testing.assert_allclose(np.concatenate([r[0] for r in results]), y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.concatenate([r[1] for r in results]), dx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(sum(r[2] for r in results), whole.weight.grad, rtol=1e-12)
+    np.testing.assert_allclose(sum(r[3] for r in results), whole.bias.grad, rtol=1e-12)
+    for r in results:   # every rank holds the whole batch's running statistics (unbiased variance)
+        np.testing.assert_allclose(r[4], whole.running_var.data, rtol=1e-12)
+
+
+def test_sync_batchnorm_of_one_process_passes_the_gradient_check(rng):
+    bn = nn.SyncBatchNorm2d(3, all_sum=lambda a: np.array(a, copy=True)).double()
+    bn.weight.data[...] = rng.uniform(0.5, 2, 3)
+    assert_gradients_ok(check_module(bn, rng.standard_normal((4, 3, 3, 2)) * 3 + 1))
+
+
+def test_convert_sync_batchnorm_keeps_weights_dtype_mode_and_place():
+    net = nn.Sequential(nn.Conv2d(2, 3, 1, bias=False), nn.BatchNorm2d(3), nn.ReLU()).double().eval()
+    net[1].running_mean.data[...] = [1.0, 2.0, 3.0]
+    before = net.state_dict()
+    nn.convert_sync_batchnorm(net, lambda a: a)
+    assert [type(m).__name__ for m in net] == ["Conv2d", "SyncBatchNorm2d", "ReLU"]
+    assert not net[1].training and net[1].weight.data.dtype == np.float64
+    for key, value in net.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
