@@ -13,7 +13,7 @@ depends on, weighted by how much it depends on each map:
     cam[i, j] = ReLU(sum over c of alpha[c] * A[c, i, j])    then scaled up to the input's size
 the backward only as far as A. A is the output of one stage of the model's trunk (InceptionNet's
 STAGES): by default the last Inception block, whose 7x7 (V2 at 224) or 8x8 (V3 at 299) grid is
-the finest one the classifier sees.
+the last the classifier sees before pooling (on small inputs, the last block with at least 2x2).
 """
 import numpy as np
 
@@ -21,9 +21,23 @@ import nn
 from data.transforms import interpolation_matrix
 
 
-def last_block(model):
-    """The last Inception block of a model's trunk (the default layer of Grad-CAM)."""
-    return [s for s in model.STAGES if s.startswith("inception_")][-1]
+def last_block(model, x=None):
+    """The default layer of Grad-CAM: the last Inception block of the model's trunk or, for
+    inputs like x, the last whose map is at least 2x2 (small inputs end in 1x1 maps, which have
+    no "where": V2 at 32x32 ends in 1x1 from inception_4e on)."""
+    blocks = [s for s in model.STAGES if s.startswith("inception_")]
+    if x is None:
+        return blocks[-1]
+    model.eval()
+    a, wide = np.zeros_like(x[:1]), []
+    with nn.no_grad():
+        for name in model.STAGES:
+            a = getattr(model, name)(a)
+            if name in blocks and min(a.shape[2:]) >= 2:
+                wide.append(name)
+            if name == blocks[-1]:
+                break
+    return wide[-1] if wide else blocks[-1]
 
 
 def _one_hot(logits, target):
@@ -53,11 +67,11 @@ def saliency(model, x, target):
 
 
 def grad_cam(model, x, target, stage=None):
-    """Grad-CAM of class `target` on the output A of the trunk stage `stage` (default: the last
-    Inception block). Returns (cam (N, H, W) at the input's size in [0, 1], alpha (N, C),
+    """Grad-CAM of class `target` on the output A of the trunk stage `stage` (default:
+    last_block(model, x)). Returns (cam (N, H, W) at the input's size in [0, 1], alpha (N, C),
     A (N, C, h, w)). The forward runs the trunk's stages in order, keeping A; the backward runs
     them in reverse as far as A."""
-    stage = stage or last_block(model)
+    stage = stage or last_block(model, x)
     model.eval()
     a = x
     for name in model.STAGES:

@@ -110,8 +110,9 @@ def save_explanations(folder, files, model, x, rows, info):
     for i, (f, ranked) in enumerate(rows):
         target = list(info.classes).index(ranked[0][0])
         image = x[i:i + 1]
+        stage = explain.last_block(model, image)
         sal = explain.saliency(model, image, target)[0]
-        cam = explain.grad_cam(model, image, target)[0][0]
+        cam = explain.grad_cam(model, image, target, stage)[0][0]
         fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
         seen = image[0, 0] * info.std + info.mean
         axes[0].imshow(seen, cmap="gray")
@@ -120,7 +121,7 @@ def save_explanations(folder, files, model, x, rows, info):
         axes[1].set_title("saliency |dS/dx|")
         axes[2].imshow(seen, cmap="gray")
         axes[2].imshow(cam, cmap="jet", alpha=0.45)
-        axes[2].set_title(f"Grad-CAM ({explain.last_block(model)})")
+        axes[2].set_title(f"Grad-CAM ({stage})")
         for ax in axes:
             ax.axis("off")
         save_figure(fig, os.path.join(folder, os.path.splitext(os.path.basename(f))[0] + "_explained.png"))

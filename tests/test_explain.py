@@ -33,7 +33,7 @@ def test_grad_cam_weights_are_the_spatial_mean_of_the_score_gradient(model, stag
     x = np.random.default_rng(2).standard_normal((2, 3, 48, 48))
     target = np.array([1, 7])
     cam, alpha, A = explain.grad_cam(model, x, target, stage)
-    stage = stage or explain.last_block(model)
+    stage = stage or explain.last_block(model, x)
     np.testing.assert_array_equal(A, explain.stage_output(model, x, stage))
     for n in range(2):
         a = A[n:n + 1].copy()
@@ -48,3 +48,14 @@ def test_maps_follow_the_input_size_and_an_unknown_stage_is_named(model):
     assert explain.grad_cam(model, x, 0)[0].shape == (1, 40, 32)
     with pytest.raises(ValueError, match="has no stage 'conv9'"):
         explain.stage_output(model, x, "conv9")
+
+
+def test_grad_cam_looks_at_the_last_block_with_a_map_to_point_at(model):
+    """V2 at 32x32 (the quick preset) ends in 1x1 maps from inception_4e on: Grad-CAM takes
+    inception_4d (2x2), and its map is not flat; at 64x64 the last block is 2x2 itself."""
+    small = np.random.default_rng(3).standard_normal((1, 3, 32, 32))
+    assert explain.stage_output(model, small, "inception_4e").shape[2:] == (1, 1)
+    assert explain.last_block(model, small) == "inception_4d"
+    cam, _, A = explain.grad_cam(model, small, 5)
+    assert A.shape[2:] == (2, 2) and cam.max() == 1.0 and cam.min() < 1.0
+    assert explain.last_block(model, np.zeros((1, 3, 64, 64))) == explain.last_block(model) == "inception_5b"
