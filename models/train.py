@@ -84,7 +84,7 @@ def number_arg(kind, minimum=None, strict=True):
     return parse
 
 
-def build_parser():
+def build_parser():   # one add_argument per flag, in --help's order: long, and flat on purpose
     p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     S = argparse.SUPPRESS  # unset flags stay unset, so the preset (or a resumed config) fills them

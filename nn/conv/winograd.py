@@ -132,8 +132,6 @@ def winograd_input_backward_reference(dV, padding, th, tw, dx):
     return dx
 
 
-
-
 def applies(kernel_size, stride, padding, dilation):
     return kernel_size == (3, 3) and stride == (1, 1) and dilation == (1, 1)
 

@@ -36,6 +36,7 @@ def batchnorm_stats_numba(x3):
         var[c] = max(sq / m - shift * shift, 0.0)
     return mean, var
 
+
 @twin_of(batchnorm_normalize_reference)
 @njit(parallel=True, cache=True)
 def batchnorm_normalize_numba(x3, mean, inv_std, gamma, beta, x_hat, y):
@@ -49,6 +50,7 @@ def batchnorm_normalize_numba(x3, mean, inv_std, gamma, beta, x_hat, y):
             x_hat[n, c, i] = h
             y[n, c, i] = gamma[c] * h + beta[c]
     return x_hat, y
+
 
 @twin_of(batchnorm_backward_reference)
 @njit(parallel=True, cache=True)

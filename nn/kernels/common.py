@@ -9,6 +9,7 @@ def _inside(offset, stride, size, size_out):
     hi = min(size_out, (size - 1 - offset) // stride + 1)
     return lo, max(lo, hi)
 
+
 @njit(cache=True)
 def _first_inside(start, dilation):
     """The first kernel offset i of a window starting at `start` whose pixel start + i*dilation

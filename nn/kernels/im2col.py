@@ -47,6 +47,7 @@ def im2col_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, cols):
                     dst[h, w] = 0.0
     return cols
 
+
 @twin_of(col2im_reference)
 @njit(parallel=True, cache=True)
 def col2im_numba(cols, KH, KW, stride, padding, dilation, H_out, W_out, dx):

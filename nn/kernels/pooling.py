@@ -55,6 +55,7 @@ def _maxpool_stride1(xp, KH, KW, dilation, padding, y, offset):
                 j = _first_inside(w - pw, dw)
             offset[h, w] = i * KW + j
 
+
 @twin_of(maxpool_reference)
 @njit(parallel=True, cache=True)
 def maxpool_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, y, offset):
@@ -107,6 +108,7 @@ def maxpool_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, y, offset)
                 y[n, c, h, w] = best[w]
                 offset[n, c, h, w] = bk[w]
     return y, offset
+
 
 @twin_of(maxpool_backward_reference)
 @njit(parallel=True, cache=True)
@@ -167,6 +169,7 @@ def avgpool_numba(x, KH, KW, stride, padding, divisor, y):
             for w in range(W_out):
                 dst[w] /= d[w]
     return y
+
 
 @twin_of(avgpool_backward_reference)
 @njit(parallel=True, cache=True)
