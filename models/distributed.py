@@ -9,9 +9,9 @@ How a step runs on N ranks, with a global batch of B images (-b B):
   the r-th of its N equal parts (B/N images). Every image is seen once per epoch, as with one
   process;
 - each rank runs forward and backward on its part: its loss is the mean over its B/N images;
-- GradientSum packs every parameter's gradient into one flat buffer, sums it over the ranks
-  with a single Allreduce, divides by N and unpacks it: the gradient of the mean loss over the
-  whole batch. Every rank then takes the same optimizer step on the same numbers, so the
+- GradientSum keeps every parameter's gradient in one flat buffer (each p.grad a view of it),
+  sums it over the ranks in place with a single Allreduce and divides by N: the gradient of the
+  mean loss over the whole batch. Every rank then takes the same optimizer step on the same numbers, so the
   weights stay identical everywhere without ever being sent;
 - batch norm: by default each rank normalises with its own part's statistics (B/N images), and
   the running statistics are averaged over the ranks at the end of each epoch; with --sync-bn
@@ -23,9 +23,10 @@ How a step runs on N ranks, with a global batch of B images (-b B):
   checkpoint also holds what differs between ranks (each one's dropout generators and, without
   --sync-bn, its running statistics within an epoch), so that N ranks resume exactly.
 
-What MPI guarantees: Allreduce returns the same sum on every rank. What it does not: the order
-in which it adds the ranks' values, which may change with the number of ranks, the message
-size and the MPI library, and floating-point sums depend on their order. With two ranks there
+What MPI promises: the standard recommends, without requiring it, that Allreduce return the
+same sum on every rank (MPICH and Open MPI do; each checkpoint checks that the weights agree).
+What it does not: the order in which it adds the ranks' values, which may change with the number
+of ranks, the message size and the MPI library, and floating-point sums depend on their order. With two ranks there
 is one order (a + b = b + a, exactly); for more, --fixed-reduction-order sums the buffers in rank
 order after an Allgather (N times the bytes of an Allreduce), so that a run is repeatable
 bit for bit on any MPI.
