@@ -1,6 +1,6 @@
 """Nothing the user has is lost, and every failure is one clear sentence: output folders,
-damaged checkpoints, late-found problems, signals, a full disk (tests/test_numerics.py and
-tests/test_module.py hold the numerical and library-API edges)."""
+damaged checkpoints, late-found problems, signals, a full disk (the numerical edges are in
+tests/test_loss.py and tests/test_winograd.py, the library-API edges in tests/test_module.py)."""
 import dataclasses
 import errno
 import json
