@@ -242,13 +242,18 @@ def test_batchnorm_twins_agree(n, c, length, dtype, batch_stats):
 
 @given(**geometry, ceil=st.booleans(), include=st.booleans())
 def test_avgpool_twins_agree(n, c, kh, kw, sh, sw, extra, dtype, data, ceil, include):
-    from nn.pooling import avgpool_backward_reference, avgpool_reference
     padding, _, x = _case(n, c, kh, kw, sh, sw, extra, data, dilated=False)
-    x = x.astype(dtype)
-    pool = nn.AvgPool2d((kh, kw), (sh, sw), padding, ceil_mode=ceil, count_include_pad=include)
+    _check_avgpool_twins(x.astype(dtype), (kh, kw), (sh, sw), padding, ceil, include)
+
+
+def _check_avgpool_twins(x, kernel, stride, padding, ceil, include):
+    from nn.pooling import avgpool_backward_reference, avgpool_reference
+    n, c = x.shape[:2]
+    dtype = x.dtype.type
+    pool = nn.AvgPool2d(kernel, stride, padding, ceil_mode=ceil, count_include_pad=include)
     Ho, Wo = pool.output_size(*x.shape[2:])
     divisor = pool._divisor(*x.shape[2:], Ho, Wo).astype(dtype)
-    args = (kh, kw, (sh, sw), padding, divisor)
+    args = (*kernel, stride, padding, divisor)
     out = lambda: np.full((n, c, Ho, Wo), np.nan, dtype)
     np.testing.assert_allclose(k_pool.avgpool_numba(x, *args, out()), avgpool_reference(x, *args, out()),
                                rtol=TOL[dtype], atol=TOL[dtype])
@@ -256,6 +261,28 @@ def test_avgpool_twins_agree(n, c, kh, kw, sh, sw, extra, dtype, data, ceil, inc
     np.testing.assert_allclose(k_pool.avgpool_backward_numba(dout, *args, np.full_like(x, np.nan)),
                                avgpool_backward_reference(dout, *args, np.full_like(x, np.nan)),
                                rtol=TOL[dtype], atol=TOL[dtype])
+
+
+# (H, W, kernel, stride, padding): the pooling layers of both models on their small maps, which
+# the kernels pool one window at a time, and larger ones, which take the row passes
+SMALL_AND_LARGE_POOLS = [(1, 1, 3, 1, 1), (2, 2, 3, 1, 1), (2, 2, 3, 2, 1), (4, 4, 3, 2, 1),
+                         (8, 8, 3, 2, 1), (7, 7, 3, 2, 0), (3, 3, 3, 1, 1), (4, 4, 3, 1, 1),
+                         (16, 16, 3, 2, 1), (6, 9, 2, 1, 1)]
+
+
+def test_the_pooling_cases_take_both_paths():
+    paths = {k_pool._scans_windows(output_size(H, k, s, p), output_size(W, k, s, p), (s, s))
+             for H, W, k, s, p in SMALL_AND_LARGE_POOLS}
+    assert paths == {True, False}
+
+
+@pytest.mark.parametrize("H,W,k,s,p", SMALL_AND_LARGE_POOLS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_pooling_twins_agree_on_small_and_large_maps(H, W, k, s, p, dtype):
+    x = np.random.default_rng(H * 17 + W).standard_normal((2, 5, H, W)).astype(dtype)
+    _check_maxpool_twins(x, (k, k), (s, s), (p, p), (1, 1), False)
+    for include in (True, False):
+        _check_avgpool_twins(x, (k, k), (s, s), (p, p), False, include)
 
 
 def test_a_model_step_is_the_same_on_the_reference_backend(monkeypatch):

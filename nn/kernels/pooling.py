@@ -1,6 +1,12 @@
 """Numba twins of nn/pooling.py: max pooling (over stride phases, a row of outputs at a time;
 stride 1 as a row pass and a column pass), its backward, and average pooling in two separable
-passes and its backward. Every kernel takes a plane (n, c) per thread."""
+passes and its backward. Every kernel takes a plane (n, c) per thread.
+
+Small output planes (the last blocks of a network at 32x32 or 75x75: 1x1 to 4x4 maps of 500 to
+1,700 channels) take a plainer path, one window at a time (_scans_windows): the passes above set
+up a padded copy and scratch rows per plane, about 0.2 us, which weighs more than the scan
+itself, about 20 ns per output on this machine (docs/performance.md: "Pooling on small maps").
+"""
 import numpy as np
 from numba import njit, prange
 
@@ -9,6 +15,45 @@ from nn.pooling import (avgpool_backward_reference, avgpool_reference, maxpool_b
 
 from . import twin_of
 from .common import _first_inside, _inside
+
+
+@njit(cache=True)
+def _scans_windows(H_out, W_out, stride):
+    """Whether a plane of H_out x W_out outputs is pooled one window at a time: when the plane
+    has at most 4 outputs, or 16 at a stride above 1 (the strided passes cost more per output)."""
+    n_out = H_out * W_out
+    return n_out <= 4 or (n_out <= 16 and (stride[0] > 1 or stride[1] > 1))
+
+
+@njit(cache=True)
+def _window_range(start, K, dilation, size):
+    """The kernel offsets [lo, hi) of a window starting at `start` whose pixels lie in [0, size)."""
+    return _first_inside(start, dilation), min(K, (size - 1 - start) // dilation + 1)
+
+
+@njit(cache=True)
+def _maxpool_windows(x, KH, KW, stride, padding, dilation, y, offset):
+    """maxpool_numba for one plane x (H, W), a window at a time: a row-major scan of the pixels
+    each window holds inside x (the padding is -inf and never a maximum)."""
+    H, W = x.shape
+    H_out, W_out = y.shape
+    for h in range(H_out):
+        r0 = h * stride[0] - padding[0]
+        i0, i1 = _window_range(r0, KH, dilation[0], H)
+        for w in range(W_out):
+            c0 = w * stride[1] - padding[1]
+            j0, j1 = _window_range(c0, KW, dilation[1], W)
+            best = -np.inf
+            k = i0 * KW + j0   # a window of -inf keeps its first input pixel
+            for i in range(i0, i1):
+                row = x[r0 + i * dilation[0]]
+                for j in range(j0, j1):
+                    v = row[c0 + j * dilation[1]]
+                    if v > best or v != v:  # a strict > keeps the first maximum; the last NaN
+                        best = v
+                        k = i * KW + j
+            y[h, w] = best
+            offset[h, w] = k
 
 
 @njit(cache=True)
@@ -66,9 +111,13 @@ def maxpool_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, y, offset)
     dh, dw = dilation
     Hp = (H_out - 1) * sh + (KH - 1) * dh + 1        # rows and columns the windows reach
     S = W_out + ((KW - 1) * dw) // sw                 # columns per stride phase they reach
+    windows = _scans_windows(H_out, W_out, stride)
     for plane in prange(N * C):
         n = plane // C
         c = plane % C
+        if windows:
+            _maxpool_windows(x[n, c], KH, KW, stride, padding, dilation, y[n, c], offset[n, c])
+            continue
         # the plane padded with -inf and split into sw column phases: xs[p, r, s] = xp[r, s*sw + p],
         # so that window column j of output w is xs[(j*dw) % sw, r, w + (j*dw) // sw]: stride 1
         xs = np.full((sw, Hp, S), -np.inf, x.dtype)
@@ -131,6 +180,43 @@ def maxpool_backward_numba(dout, offset, KW, stride, padding, dilation, dx):
     return dx
 
 
+@njit(cache=True)
+def _avgpool_windows(x, KH, KW, stride, padding, divisor, y):
+    """avgpool_numba for one plane x (H, W), a window at a time (the padding adds nothing)."""
+    H, W = x.shape
+    H_out, W_out = y.shape
+    for h in range(H_out):
+        r0 = h * stride[0] - padding[0]
+        i0, i1 = _window_range(r0, KH, 1, H)
+        for w in range(W_out):
+            c0 = w * stride[1] - padding[1]
+            j0, j1 = _window_range(c0, KW, 1, W)
+            total = x.dtype.type(0)
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    total += x[r0 + i, c0 + j]
+            y[h, w] = total / divisor[h, w]
+
+
+@njit(cache=True)
+def _avgpool_backward_windows(dout, KH, KW, stride, padding, divisor, dx):
+    """avgpool_backward_numba for one plane, a window at a time: each output's share goes to the
+    pixels of its window inside the plane."""
+    H, W = dx.shape
+    H_out, W_out = dout.shape
+    dx[:, :] = 0.0
+    for h in range(H_out):
+        r0 = h * stride[0] - padding[0]
+        i0, i1 = _window_range(r0, KH, 1, H)
+        for w in range(W_out):
+            c0 = w * stride[1] - padding[1]
+            j0, j1 = _window_range(c0, KW, 1, W)
+            share = dout[h, w] / divisor[h, w]
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    dx[r0 + i, c0 + j] += share
+
+
 @twin_of(avgpool_reference)
 @njit(parallel=True, cache=True)
 def avgpool_numba(x, KH, KW, stride, padding, divisor, y):
@@ -139,9 +225,13 @@ def avgpool_numba(x, KH, KW, stride, padding, divisor, y):
     H_out, W_out = divisor.shape
     sh, sw = stride
     ph, pw = padding
+    windows = _scans_windows(H_out, W_out, stride)
     for plane in prange(N * C):  # separable: sum along each row first, then down the columns
         n = plane // C
         c = plane % C
+        if windows:
+            _avgpool_windows(x[n, c], KH, KW, stride, padding, divisor, y[n, c])
+            continue
         rows = np.zeros((H, W_out), x.dtype)  # rows[r, w]: row r of x summed over window w's columns
         for j in range(KW):
             lo, hi = _inside(j - pw, sw, W, W_out)  # the windows whose column j lies inside x
@@ -179,9 +269,13 @@ def avgpool_backward_numba(dout, KH, KW, stride, padding, divisor, dx):
     H_out, W_out = divisor.shape
     sh, sw = stride
     ph, pw = padding
+    windows = _scans_windows(H_out, W_out, stride)
     for plane in prange(N * C):  # forward's two passes, transposed, in the reverse order
         n = plane // C
         c = plane % C
+        if windows:
+            _avgpool_backward_windows(dout[n, c], KH, KW, stride, padding, divisor, dx[n, c])
+            continue
         rows = np.zeros((H, W_out), dx.dtype)  # rows[r, w]: what row r gets from window column w
         for i in range(KH):
             lo, hi = _inside(i - ph, sh, H, H_out)
