@@ -22,6 +22,21 @@ def output_size(size, kernel, stride=1, padding=0, dilation=1, ceil_mode=False):
     return out
 
 
+def live_taps(size, kernel, stride=1, padding=0, dilation=1):
+    """The kernel offsets [lo, hi) along one axis that meet the input at some output: offsets
+    outside them only ever multiply the zero padding. A 3x3 kernel with padding 1 on a 1x1 map
+    has one live offset per axis (1, the centre), a 7-long one with padding 3 on a 3-long map five.
+
+    Offset i meets the input at output o when 0 <= o*stride - padding + i*dilation < size, for
+    some o < output_size. lo is kept at most padding // dilation, so that the kernel cut to
+    [lo, hi) is a convolution with the padding padding - lo*dilation >= 0 on the left.
+    """
+    last = (output_size(size, kernel, stride, padding, dilation) - 1) * stride - padding
+    lo = min(max(0, -(last // dilation)), padding // dilation)   # the last window's first pixel inside
+    hi = min(kernel, (size - 1 + padding) // dilation + 1)       # the first window's last pixel inside
+    return lo, hi
+
+
 def pair(value, what, layer_name):
     """An int or a pair of ints as a pair (kernel sizes, strides, paddings)."""
     if isinstance(value, (int, np.integer)):

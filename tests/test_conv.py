@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import nn
-from nn.shapes import output_size as conv_output_size
+from nn.shapes import live_taps, output_size as conv_output_size
 from nn.gradcheck import check_module
 from tests.conftest import assert_gradients_ok
 
@@ -14,6 +14,43 @@ from tests.conftest import assert_gradients_ok
     (35, 3, 2, 0, 1, 17), (17, 3, 2, 0, 1, 8), (28, 3, 1, 2, 2, 28)])
 def test_output_size_formula(size, k, s, p, d, out):
     assert conv_output_size(size, k, s, p, d) == out
+
+
+@given(size=st.integers(1, 9), k=st.integers(1, 7), s=st.integers(1, 3), d=st.integers(1, 2), data=st.data())
+def test_live_taps_hold_every_tap_that_meets_the_input(size, k, s, d, data):
+    p = data.draw(st.integers(0, d * (k - 1)))
+    out = conv_output_size(size, k, s, p, d)
+    if out < 1:
+        return
+    live = [i for i in range(k) if any(0 <= o * s - p + i * d < size for o in range(out))]
+    lo, hi = live_taps(size, k, s, p, d)
+    assert lo * d <= p                                  # the cut kernel's padding stays >= 0
+    if live:
+        assert lo <= live[0] and live[-1] < hi
+    if s == 1 and d == 1 and live:                      # and no more than those
+        assert (lo, hi) == (min(live[0], p), live[-1] + 1)
+
+
+@pytest.mark.parametrize("kernel,padding,stride,size,taps", [
+    (3, 1, 1, (1, 1), ((1, 2), (1, 2))),         # Inception-V2's last blocks at 32x32: the centre
+    ((7, 1), (3, 0), 1, (3, 3), ((1, 6), (0, 1))),   # Inception-V3's 7x1 at 75x75: five rows of seven
+    ((1, 3), (0, 1), 1, (1, 1), ((0, 1), (1, 2))),
+    (3, 1, 2, (1, 2), ((1, 2), (1, 3))),
+    (3, 1, 1, (2, 2), None),                     # every tap meets the input somewhere
+])
+def test_taps_that_only_meet_the_padding_are_left_out(kernel, padding, stride, size, taps, rng):
+    x = rng.standard_normal((2, 3) + size)
+    results = []
+    for algorithm in ("auto", "im2col"):   # a forced algorithm convolves with the whole kernel
+        nn.manual_seed(0)
+        conv = nn.Conv2d(3, 4, kernel, stride=stride, padding=padding, algorithm=algorithm).double()
+        y = conv(x)
+        g = np.random.default_rng(1).standard_normal(y.shape)
+        results.append((y, conv.backward(g), conv.weight.grad.copy(), conv.bias.grad.copy()))
+        if algorithm == "auto":
+            assert conv.cache["taps"] == taps
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_asymmetric_kernels_keep_the_size():

@@ -21,12 +21,19 @@ Their hot loops have Numba twins in nn/kernels/ (the module of the same name). C
 bias and its gradient, and picks the algorithm for each input size (algorithm_for, the rules
 below); Conv2d(..., algorithm="mec") forces one where it applies, so that the paths can be
 compared on the same layer (the tests check that all give the same values and gradients).
+
+On small maps some kernel taps only ever meet the zero padding: a 3x3 kernel with padding 1 on
+a 1x1 map (the last blocks of Inception-V2 at 32x32), a 7x1 one with padding 3 on a 3x3 map
+(Inception-V3 at 75x75). Conv2d then convolves with the live part of the kernel (live_taps) and
+a smaller padding, which gives the same outputs without the products by zero; the dead taps'
+gradient is zero. (Only a weight of inf or NaN on a dead tap would have made a difference:
+0 * inf is NaN.)
 """
 import numpy as np
 
 from .. import init
 from ..module import Module, Parameter
-from ..shapes import check_input, output_size, pair
+from ..shapes import check_input, live_taps, output_size, pair
 from . import im2col, mec, pointwise, winograd, winograd_fused
 
 ALGORITHMS = {"pointwise": pointwise, "winograd": winograd, "winograd_fused": winograd_fused,
@@ -112,8 +119,9 @@ class Conv2d(Module):
             return (reach[0] // 2, reach[1] // 2)
         return pair(padding, "padding", name)
 
-    def _applies(self, algorithm):
-        return ALGORITHMS[algorithm].applies(self.kernel_size, self.stride, self.padding, self.dilation)
+    def _applies(self, algorithm, kernel_size=None, padding=None):
+        return ALGORITHMS[algorithm].applies(kernel_size or self.kernel_size, self.stride,
+                                             padding or self.padding, self.dilation)
 
     def _check_algorithm(self, algorithm, name):
         if algorithm not in self.CHOICES:
@@ -124,19 +132,22 @@ class Conv2d(Module):
                              f"padding={self.padding}, dilation={self.dilation}")
         return algorithm
 
-    def algorithm_for(self, N, H_out, W_out):
+    def algorithm_for(self, N, H_out, W_out, kernel_size=None, padding=None):
         """The path forward takes for a batch of N H_out x W_out outputs: the one asked for, or
         with "auto" the fastest exact one (Winograd only where its 2x2 tiles fill the map well
-        enough and the layer is large enough, MEC only for long kernels and wide enough GEMMs). "winograd" stands for both of
-        its paths (winograd_fused tells which)."""
+        enough and the layer is large enough, MEC only for long kernels and wide enough GEMMs).
+        "winograd" stands for both of its paths (winograd_fused tells which). kernel_size and
+        padding: those of the live taps (live_geometry), if not the layer's own."""
         if self.algorithm != "auto":
             return self.algorithm
-        if self._applies("pointwise"):
+        kernel_size = kernel_size or self.kernel_size
+        geometry = (kernel_size, padding or self.padding)
+        if self._applies("pointwise", *geometry):
             return "pointwise"
-        if (self._applies("winograd") and winograd.fill(H_out, W_out) >= WINOGRAD_MIN_FILL
+        if (self._applies("winograd", *geometry) and winograd.fill(H_out, W_out) >= WINOGRAD_MIN_FILL
                 and N * H_out * W_out * self.in_channels * self.out_channels >= WINOGRAD_MIN_WORK):
             return "winograd"
-        if (self._applies("mec") and max(self.kernel_size) >= MEC_MIN_KERNEL
+        if (self._applies("mec", *geometry) and max(kernel_size) >= MEC_MIN_KERNEL
                 and N * H_out * W_out >= MEC_MIN_COLUMNS):
             return "mec"
         return "im2col"
@@ -169,21 +180,43 @@ class Conv2d(Module):
                              f"input {H}x{W} (padded {H + 2 * self.padding[0]}x{W + 2 * self.padding[1]})")
         return out
 
+    def live_geometry(self, H, W):
+        """(kernel_size, padding, taps) of the convolution an H x W input needs: the layer's own,
+        taps None, unless some kernel rows or columns only ever meet the padding; then the live
+        ones, taps ((i0, i1), (j0, j1)), and the padding that keeps the outputs where they were."""
+        taps, kernel, padding = [], [], []
+        for size, k, s, p, d in zip((H, W), self.kernel_size, self.stride, self.padding, self.dilation):
+            lo, hi = live_taps(size, k, s, p, d)
+            if output_size(size, hi - lo, s, p - lo * d, d) != output_size(size, k, s, p, d):
+                lo, hi = 0, k   # a cut that would move the windows: keep this axis whole
+            taps.append((lo, hi))
+            kernel.append(hi - lo)
+            padding.append(p - lo * d)
+        if tuple(kernel) == self.kernel_size or self.algorithm != "auto":
+            return self.kernel_size, self.padding, None
+        return tuple(kernel), tuple(padding), tuple(taps)
+
     def forward(self, x):
         check_input(self, x, "NCHW", self.in_channels, self.weight.data.dtype)
         x = np.ascontiguousarray(x)
         H_out, W_out = self.output_size(*x.shape[2:])
-        name = self.algorithm_for(x.shape[0], H_out, W_out)
+        kernel, padding, taps = self.live_geometry(*x.shape[2:])
+        weight = self.weight.data
+        if taps is not None:
+            (i0, i1), (j0, j1) = taps
+            weight = np.ascontiguousarray(weight[:, :, i0:i1, j0:j1])
+        name = self.algorithm_for(x.shape[0], H_out, W_out, kernel, padding)
         if name == "winograd" and self.winograd_fused(x.shape[0], H_out, W_out):
             name = "winograd_fused"
-        geometry = (self.stride, self.padding, self.dilation)
-        y, cache = ALGORITHMS[name].forward(x, self.weight.data, *geometry)
+        geometry = (self.stride, padding, self.dilation)
+        y, cache = ALGORITHMS[name].forward(x, weight, *geometry)
         if y is None:   # Winograd on an input holding inf or NaN: im2col gives the exact result
             name = "im2col"
-            y, cache = im2col.forward(x, self.weight.data, *geometry)
+            y, cache = im2col.forward(x, weight, *geometry)
         if self.bias is not None:
             y += self.bias.data[:, None, None]
-        self.cache = {"algorithm": name.replace("winograd_fused", "winograd"), "path": name, **cache}
+        self.cache = {"algorithm": name.replace("winograd_fused", "winograd"), "path": name,
+                      "taps": taps, "weight": weight, **cache}
         return y
 
     def backward(self, dout):
@@ -191,6 +224,10 @@ class Conv2d(Module):
         dout = np.ascontiguousarray(dout)
         if self.bias is not None:
             self.bias.grad += dout.sum(axis=(0, 2, 3))
-        dx, dw = ALGORITHMS[cache["path"]].backward(dout, self.weight.data, cache, self.input_grad)
-        self.weight.grad += dw
+        dx, dw = ALGORITHMS[cache["path"]].backward(dout, cache["weight"], cache, self.input_grad)
+        if cache["taps"] is None:
+            self.weight.grad += dw
+        else:   # the dead taps' gradient is zero
+            (i0, i1), (j0, j1) = cache["taps"]
+            self.weight.grad[:, :, i0:i1, j0:j1] += dw
         return dx if self.input_grad else None
