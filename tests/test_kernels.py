@@ -264,22 +264,21 @@ def _check_avgpool_twins(x, kernel, stride, padding, ceil, include):
 
 
 # (H, W, kernel, stride, padding): the pooling layers of both models on their small maps, which
-# the kernels pool one window at a time, and larger ones, which take the row passes
+# the kernels pool a block of planes at a time, and larger ones, which take the per-plane passes
 SMALL_AND_LARGE_POOLS = [(1, 1, 3, 1, 1), (2, 2, 3, 1, 1), (2, 2, 3, 2, 1), (4, 4, 3, 2, 1),
                          (8, 8, 3, 2, 1), (7, 7, 3, 2, 0), (3, 3, 3, 1, 1), (4, 4, 3, 1, 1),
-                         (16, 16, 3, 2, 1), (6, 9, 2, 1, 1)]
+                         (16, 16, 3, 2, 1), (6, 9, 2, 1, 1), (17, 17, 3, 1, 1), (20, 15, 3, 2, 0)]
 
 
 def test_the_pooling_cases_take_both_paths():
-    paths = {k_pool._scans_windows(output_size(H, k, s, p), output_size(W, k, s, p), (s, s))
-             for H, W, k, s, p in SMALL_AND_LARGE_POOLS}
+    paths = {k_pool._small_planes(H, W) for H, W, k, s, p in SMALL_AND_LARGE_POOLS}
     assert paths == {True, False}
 
 
 @pytest.mark.parametrize("H,W,k,s,p", SMALL_AND_LARGE_POOLS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_pooling_twins_agree_on_small_and_large_maps(H, W, k, s, p, dtype):
-    x = np.random.default_rng(H * 17 + W).standard_normal((2, 5, H, W)).astype(dtype)
+    x = np.random.default_rng(H * 17 + W).standard_normal((3, 100, H, W)).astype(dtype)  # 3 blocks
     _check_maxpool_twins(x, (k, k), (s, s), (p, p), (1, 1), False)
     for include in (True, False):
         _check_avgpool_twins(x, (k, k), (s, s), (p, p), False, include)

@@ -2,10 +2,12 @@
 stride 1 as a row pass and a column pass), its backward, and average pooling in two separable
 passes and its backward. Every kernel takes a plane (n, c) per thread.
 
-Small output planes (the last blocks of a network at 32x32 or 75x75: 1x1 to 4x4 maps of 500 to
-1,700 channels) take a plainer path, one window at a time (_scans_windows): the passes above set
-up a padded copy and scratch rows per plane, about 0.2 us, which weighs more than the scan
-itself, about 20 ns per output on this machine (docs/performance.md: "Pooling on small maps").
+Small planes (the last blocks of a network at 32x32 or 75x75: 1x1 to 16x16 maps of up to 1,700
+channels) take another path (_small_planes): a block of planes at a time, copied pixel-major
+into cache, so that each window offset is one loop across the block's planes, which vectorizes.
+Per plane, the passes above would set up a padded copy and scratch rows (about 0.2 us) for a
+few outputs: 10x slower on 1x1 to 8x8 maps, and still slower up to 16x16; from 17x17 on the
+per-plane passes win (docs/performance.md: "Pooling on small maps").
 """
 import numpy as np
 from numba import njit, prange
@@ -16,13 +18,13 @@ from nn.pooling import (avgpool_backward_reference, avgpool_reference, maxpool_b
 from . import twin_of
 from .common import _first_inside, _inside
 
+SMALL_PLANE = 256   # pixels (H*W) up to which planes are pooled a block at a time
+BLOCK = 128         # planes per block: 256 pixels x 128 planes of float32 is 128 KB, in L2
+
 
 @njit(cache=True)
-def _scans_windows(H_out, W_out, stride):
-    """Whether a plane of H_out x W_out outputs is pooled one window at a time: when the plane
-    has at most 4 outputs, or 16 at a stride above 1 (the strided passes cost more per output)."""
-    n_out = H_out * W_out
-    return n_out <= 4 or (n_out <= 16 and (stride[0] > 1 or stride[1] > 1))
+def _small_planes(H, W):
+    return H * W <= SMALL_PLANE
 
 
 @njit(cache=True)
@@ -31,29 +33,59 @@ def _window_range(start, K, dilation, size):
     return _first_inside(start, dilation), min(K, (size - 1 - start) // dilation + 1)
 
 
-@njit(cache=True)
-def _maxpool_windows(x, KH, KW, stride, padding, dilation, y, offset):
-    """maxpool_numba for one plane x (H, W), a window at a time: a row-major scan of the pixels
-    each window holds inside x (the padding is -inf and never a maximum)."""
-    H, W = x.shape
-    H_out, W_out = y.shape
-    for h in range(H_out):
-        r0 = h * stride[0] - padding[0]
-        i0, i1 = _window_range(r0, KH, dilation[0], H)
-        for w in range(W_out):
-            c0 = w * stride[1] - padding[1]
-            j0, j1 = _window_range(c0, KW, dilation[1], W)
-            best = -np.inf
-            k = i0 * KW + j0   # a window of -inf keeps its first input pixel
-            for i in range(i0, i1):
-                row = x[r0 + i * dilation[0]]
-                for j in range(j0, j1):
-                    v = row[c0 + j * dilation[1]]
-                    if v > best or v != v:  # a strict > keeps the first maximum; the last NaN
-                        best = v
-                        k = i * KW + j
-            y[h, w] = best
-            offset[h, w] = k
+# inline="always": called, these copies took the 16x16 max pooling from 0.38 to 0.78 ms
+@njit(cache=True, inline="always")
+def _to_block(planes, p0, nb, block):
+    """block[q, p] = planes[p0 + p, q]: nb planes (P, pixels), pixel-major."""
+    for p in range(nb):
+        for q in range(planes.shape[1]):
+            block[q, p] = planes[p0 + p, q]
+
+
+@njit(cache=True, inline="always")
+def _from_block(block, p0, nb, planes):
+    """planes[p0 + p, q] = block[q, p], the other way."""
+    for p in range(nb):
+        for q in range(planes.shape[1]):
+            planes[p0 + p, q] = block[q, p]
+
+
+@njit(parallel=True, cache=True)
+def _maxpool_small_planes(x, KH, KW, stride, padding, dilation, y, offset):
+    """maxpool_numba on planes of at most SMALL_PLANE pixels, BLOCK planes at a time: for each
+    window, a row-major scan of its pixels inside the plane (the padding is -inf, never a
+    maximum), each step across the block's planes."""
+    N, C, H, W = x.shape
+    H_out, W_out = y.shape[2], y.shape[3]
+    P = N * C
+    xs, ys, os = x.reshape(P, H * W), y.reshape(P, H_out * W_out), offset.reshape(P, H_out * W_out)
+    for b in prange((P + BLOCK - 1) // BLOCK):
+        p0 = b * BLOCK
+        nb = min(P, p0 + BLOCK) - p0
+        block = np.empty((H * W, BLOCK), x.dtype)
+        _to_block(xs, p0, nb, block)
+        best = np.empty(BLOCK, x.dtype)
+        at = np.empty(BLOCK, offset.dtype)
+        for h in range(H_out):
+            r0 = h * stride[0] - padding[0]
+            i0, i1 = _window_range(r0, KH, dilation[0], H)
+            for w in range(W_out):
+                c0 = w * stride[1] - padding[1]
+                j0, j1 = _window_range(c0, KW, dilation[1], W)
+                best[:] = -np.inf
+                at[:] = i0 * KW + j0   # a window of -inf keeps its first input pixel
+                for i in range(i0, i1):
+                    for j in range(j0, j1):
+                        pixel = block[(r0 + i * dilation[0]) * W + c0 + j * dilation[1]]
+                        for p in range(nb):  # a strict > keeps the first maximum; the last NaN
+                            v = pixel[p]
+                            if v > best[p] or v != v:
+                                best[p] = v
+                                at[p] = i * KW + j
+                for p in range(nb):
+                    ys[p0 + p, h * W_out + w] = best[p]
+                    os[p0 + p, h * W_out + w] = at[p]
+    return y, offset
 
 
 @njit(cache=True)
@@ -111,13 +143,11 @@ def maxpool_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, y, offset)
     dh, dw = dilation
     Hp = (H_out - 1) * sh + (KH - 1) * dh + 1        # rows and columns the windows reach
     S = W_out + ((KW - 1) * dw) // sw                 # columns per stride phase they reach
-    windows = _scans_windows(H_out, W_out, stride)
+    if _small_planes(H, W):
+        return _maxpool_small_planes(x, KH, KW, stride, padding, dilation, y, offset)
     for plane in prange(N * C):
         n = plane // C
         c = plane % C
-        if windows:
-            _maxpool_windows(x[n, c], KH, KW, stride, padding, dilation, y[n, c], offset[n, c])
-            continue
         # the plane padded with -inf and split into sw column phases: xs[p, r, s] = xp[r, s*sw + p],
         # so that window column j of output w is xs[(j*dw) % sw, r, w + (j*dw) // sw]: stride 1
         xs = np.full((sw, Hp, S), -np.inf, x.dtype)
@@ -180,41 +210,70 @@ def maxpool_backward_numba(dout, offset, KW, stride, padding, dilation, dx):
     return dx
 
 
-@njit(cache=True)
-def _avgpool_windows(x, KH, KW, stride, padding, divisor, y):
-    """avgpool_numba for one plane x (H, W), a window at a time (the padding adds nothing)."""
-    H, W = x.shape
-    H_out, W_out = y.shape
-    for h in range(H_out):
-        r0 = h * stride[0] - padding[0]
-        i0, i1 = _window_range(r0, KH, 1, H)
-        for w in range(W_out):
-            c0 = w * stride[1] - padding[1]
-            j0, j1 = _window_range(c0, KW, 1, W)
-            total = x.dtype.type(0)
-            for i in range(i0, i1):
-                for j in range(j0, j1):
-                    total += x[r0 + i, c0 + j]
-            y[h, w] = total / divisor[h, w]
+@njit(parallel=True, cache=True)
+def _avgpool_small_planes(x, KH, KW, stride, padding, divisor, y):
+    """avgpool_numba on planes of at most SMALL_PLANE pixels, BLOCK planes at a time: each
+    window's pixels inside the plane (the padding adds nothing) summed across the block."""
+    N, C, H, W = x.shape
+    H_out, W_out = y.shape[2], y.shape[3]
+    P = N * C
+    xs, ys = x.reshape(P, H * W), y.reshape(P, H_out * W_out)
+    for b in prange((P + BLOCK - 1) // BLOCK):
+        p0 = b * BLOCK
+        nb = min(P, p0 + BLOCK) - p0
+        block = np.empty((H * W, BLOCK), x.dtype)
+        _to_block(xs, p0, nb, block)
+        out = np.zeros((H_out * W_out, BLOCK), x.dtype)
+        for h in range(H_out):
+            r0 = h * stride[0] - padding[0]
+            i0, i1 = _window_range(r0, KH, 1, H)
+            for w in range(W_out):
+                c0 = w * stride[1] - padding[1]
+                j0, j1 = _window_range(c0, KW, 1, W)
+                total = out[h * W_out + w]
+                for i in range(i0, i1):
+                    for j in range(j0, j1):
+                        pixel = block[(r0 + i) * W + c0 + j]
+                        for p in range(nb):
+                            total[p] += pixel[p]
+                d = divisor[h, w]
+                for p in range(nb):
+                    total[p] /= d
+        _from_block(out, p0, nb, ys)
+    return y
 
 
-@njit(cache=True)
-def _avgpool_backward_windows(dout, KH, KW, stride, padding, divisor, dx):
-    """avgpool_backward_numba for one plane, a window at a time: each output's share goes to the
-    pixels of its window inside the plane."""
-    H, W = dx.shape
-    H_out, W_out = dout.shape
-    dx[:, :] = 0.0
-    for h in range(H_out):
-        r0 = h * stride[0] - padding[0]
-        i0, i1 = _window_range(r0, KH, 1, H)
-        for w in range(W_out):
-            c0 = w * stride[1] - padding[1]
-            j0, j1 = _window_range(c0, KW, 1, W)
-            share = dout[h, w] / divisor[h, w]
-            for i in range(i0, i1):
-                for j in range(j0, j1):
-                    dx[r0 + i, c0 + j] += share
+@njit(parallel=True, cache=True)
+def _avgpool_backward_small_planes(dout, KH, KW, stride, padding, divisor, dx):
+    """avgpool_backward_numba on planes of at most SMALL_PLANE pixels, BLOCK planes at a time:
+    each output's share added to the pixels of its window inside the plane."""
+    N, C, H, W = dx.shape
+    H_out, W_out = dout.shape[2], dout.shape[3]
+    P = N * C
+    gs, dxs = dout.reshape(P, H_out * W_out), dx.reshape(P, H * W)
+    for b in prange((P + BLOCK - 1) // BLOCK):
+        p0 = b * BLOCK
+        nb = min(P, p0 + BLOCK) - p0
+        g = np.empty((H_out * W_out, BLOCK), dout.dtype)
+        _to_block(gs, p0, nb, g)
+        block = np.zeros((H * W, BLOCK), dx.dtype)
+        for h in range(H_out):
+            r0 = h * stride[0] - padding[0]
+            i0, i1 = _window_range(r0, KH, 1, H)
+            for w in range(W_out):
+                c0 = w * stride[1] - padding[1]
+                j0, j1 = _window_range(c0, KW, 1, W)
+                share = g[h * W_out + w]
+                d = divisor[h, w]
+                for p in range(nb):
+                    share[p] /= d
+                for i in range(i0, i1):
+                    for j in range(j0, j1):
+                        pixel = block[(r0 + i) * W + c0 + j]
+                        for p in range(nb):
+                            pixel[p] += share[p]
+        _from_block(block, p0, nb, dxs)
+    return dx
 
 
 @twin_of(avgpool_reference)
@@ -225,13 +284,11 @@ def avgpool_numba(x, KH, KW, stride, padding, divisor, y):
     H_out, W_out = divisor.shape
     sh, sw = stride
     ph, pw = padding
-    windows = _scans_windows(H_out, W_out, stride)
+    if _small_planes(H, W):
+        return _avgpool_small_planes(x, KH, KW, stride, padding, divisor, y)
     for plane in prange(N * C):  # separable: sum along each row first, then down the columns
         n = plane // C
         c = plane % C
-        if windows:
-            _avgpool_windows(x[n, c], KH, KW, stride, padding, divisor, y[n, c])
-            continue
         rows = np.zeros((H, W_out), x.dtype)  # rows[r, w]: row r of x summed over window w's columns
         for j in range(KW):
             lo, hi = _inside(j - pw, sw, W, W_out)  # the windows whose column j lies inside x
@@ -269,13 +326,11 @@ def avgpool_backward_numba(dout, KH, KW, stride, padding, divisor, dx):
     H_out, W_out = divisor.shape
     sh, sw = stride
     ph, pw = padding
-    windows = _scans_windows(H_out, W_out, stride)
+    if _small_planes(H, W):
+        return _avgpool_backward_small_planes(dout, KH, KW, stride, padding, divisor, dx)
     for plane in prange(N * C):  # forward's two passes, transposed, in the reverse order
         n = plane // C
         c = plane % C
-        if windows:
-            _avgpool_backward_windows(dout[n, c], KH, KW, stride, padding, divisor, dx[n, c])
-            continue
         rows = np.zeros((H, W_out), dx.dtype)  # rows[r, w]: what row r gets from window column w
         for i in range(KH):
             lo, hi = _inside(i - ph, sh, H, H_out)
