@@ -58,7 +58,9 @@ def _maxpool_small_planes(x, KH, KW, stride, padding, dilation, y, offset):
     N, C, H, W = x.shape
     H_out, W_out = y.shape[2], y.shape[3]
     P = N * C
-    xs, ys, os = x.reshape(P, H * W), y.reshape(P, H_out * W_out), offset.reshape(P, H_out * W_out)
+    xs = x.reshape(P, H * W)   # each view in a statement of its own (nn/kernels/__init__.py)
+    ys = y.reshape(P, H_out * W_out)
+    os = offset.reshape(P, H_out * W_out)
     for b in prange((P + BLOCK - 1) // BLOCK):
         p0 = b * BLOCK
         nb = min(P, p0 + BLOCK) - p0
@@ -217,7 +219,8 @@ def _avgpool_small_planes(x, KH, KW, stride, padding, divisor, y):
     N, C, H, W = x.shape
     H_out, W_out = y.shape[2], y.shape[3]
     P = N * C
-    xs, ys = x.reshape(P, H * W), y.reshape(P, H_out * W_out)
+    xs = x.reshape(P, H * W)
+    ys = y.reshape(P, H_out * W_out)
     for b in prange((P + BLOCK - 1) // BLOCK):
         p0 = b * BLOCK
         nb = min(P, p0 + BLOCK) - p0
@@ -250,7 +253,8 @@ def _avgpool_backward_small_planes(dout, KH, KW, stride, padding, divisor, dx):
     N, C, H, W = dx.shape
     H_out, W_out = dout.shape[2], dout.shape[3]
     P = N * C
-    gs, dxs = dout.reshape(P, H_out * W_out), dx.reshape(P, H * W)
+    gs = dout.reshape(P, H_out * W_out)
+    dxs = dx.reshape(P, H * W)
     for b in prange((P + BLOCK - 1) // BLOCK):
         p0 = b * BLOCK
         nb = min(P, p0 + BLOCK) - p0
