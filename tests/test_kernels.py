@@ -367,5 +367,5 @@ def test_a_fresh_cache_is_warmed_on_two_cores_before_the_first_batch(tmp_path):
                            text=True, check=True).stdout.strip() for _ in range(2)]
     assert runs == ["True", "False"]
     cached = {p.name.split("-")[0] for p in tmp_path.rglob("*.nbi")}
-    assert {"im2col.im2col_numba", "pooling.maxpool_numba", "batchnorm.batchnorm_stats_numba",
+    assert {"im2col.im2col_numba", "pooling._maxpool_small_planes", "batchnorm.batchnorm_stats_numba",
             "optim.adam_step_numba"} <= cached

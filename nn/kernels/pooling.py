@@ -22,7 +22,6 @@ SMALL_PLANE = 256   # pixels (H*W) up to which planes are pooled a block at a ti
 BLOCK = 128         # planes per block: 256 pixels x 128 planes of float32 is 128 KB, in L2
 
 
-@njit(cache=True)
 def _small_planes(H, W):
     return H * W <= SMALL_PLANE
 
@@ -136,17 +135,22 @@ def _maxpool_stride1(xp, KH, KW, dilation, padding, y, offset):
 
 
 @twin_of(maxpool_reference)
-@njit(parallel=True, cache=True)
 def maxpool_numba(x, KH, KW, stride, padding, dilation, H_out, W_out, y, offset):
     """y[n, c, h, w] = max of the window; offset = i*KW + j of its first maximum in the window"""
+    if _small_planes(*x.shape[2:]):
+        return _maxpool_small_planes(x, KH, KW, stride, padding, dilation, y, offset)
+    return _maxpool_planes(x, KH, KW, stride, padding, dilation, H_out, W_out, y, offset)
+
+
+@njit(parallel=True, cache=True)
+def _maxpool_planes(x, KH, KW, stride, padding, dilation, H_out, W_out, y, offset):
+    """maxpool_numba a plane at a time, on planes larger than SMALL_PLANE pixels"""
     N, C, H, W = x.shape
     sh, sw = stride
     ph, pw = padding
     dh, dw = dilation
     Hp = (H_out - 1) * sh + (KH - 1) * dh + 1        # rows and columns the windows reach
     S = W_out + ((KW - 1) * dw) // sw                 # columns per stride phase they reach
-    if _small_planes(H, W):
-        return _maxpool_small_planes(x, KH, KW, stride, padding, dilation, y, offset)
     for plane in prange(N * C):
         n = plane // C
         c = plane % C
@@ -281,15 +285,20 @@ def _avgpool_backward_small_planes(dout, KH, KW, stride, padding, divisor, dx):
 
 
 @twin_of(avgpool_reference)
-@njit(parallel=True, cache=True)
 def avgpool_numba(x, KH, KW, stride, padding, divisor, y):
     """y[n, c, h, w] = sum of the zero-padded window starting at (h*sh - ph, w*sw - pw) / divisor[h, w]"""
+    if _small_planes(*x.shape[2:]):
+        return _avgpool_small_planes(x, KH, KW, stride, padding, divisor, y)
+    return _avgpool_planes(x, KH, KW, stride, padding, divisor, y)
+
+
+@njit(parallel=True, cache=True)
+def _avgpool_planes(x, KH, KW, stride, padding, divisor, y):
+    """avgpool_numba a plane at a time, on planes larger than SMALL_PLANE pixels"""
     N, C, H, W = x.shape
     H_out, W_out = divisor.shape
     sh, sw = stride
     ph, pw = padding
-    if _small_planes(H, W):
-        return _avgpool_small_planes(x, KH, KW, stride, padding, divisor, y)
     for plane in prange(N * C):  # separable: sum along each row first, then down the columns
         n = plane // C
         c = plane % C
@@ -323,15 +332,20 @@ def avgpool_numba(x, KH, KW, stride, padding, divisor, y):
 
 
 @twin_of(avgpool_backward_reference)
-@njit(parallel=True, cache=True)
 def avgpool_backward_numba(dout, KH, KW, stride, padding, divisor, dx):
     """dx[n, c, window of (h, w)] += dout[n, c, h, w] / divisor[h, w] (overlapping windows add up)"""
+    if _small_planes(*dx.shape[2:]):
+        return _avgpool_backward_small_planes(dout, KH, KW, stride, padding, divisor, dx)
+    return _avgpool_backward_planes(dout, KH, KW, stride, padding, divisor, dx)
+
+
+@njit(parallel=True, cache=True)
+def _avgpool_backward_planes(dout, KH, KW, stride, padding, divisor, dx):
+    """avgpool_backward_numba a plane at a time, on planes larger than SMALL_PLANE pixels"""
     N, C, H, W = dx.shape
     H_out, W_out = divisor.shape
     sh, sw = stride
     ph, pw = padding
-    if _small_planes(H, W):
-        return _avgpool_backward_small_planes(dout, KH, KW, stride, padding, divisor, dx)
     for plane in prange(N * C):  # forward's two passes, transposed, in the reverse order
         n = plane // C
         c = plane % C

@@ -53,9 +53,13 @@ def _cached(dispatcher):
 
 def needed():
     """Whether the base kernels are missing from the cache (a fresh machine, or edited kernels)."""
+    from numba.core.registry import CPUDispatcher
+
     from . import twins
+    # a twin that is a Python function choosing between kernels (pooling) is skipped: the other
+    # twins of its file go stale with it (Numba's cache entries carry the file's time stamp)
     return HAVE_NUMBA and use_numba() and not all(
-        _cached(k) for k in twins().values() if k.__module__ in BASE)
+        _cached(k) for k in twins().values() if k.__module__ in BASE and isinstance(k, CPUDispatcher))
 
 
 def warm():
