@@ -1,13 +1,14 @@
 """Numba twins of nn/pooling.py: max pooling (over stride phases, a row of outputs at a time;
 stride 1 as a row pass and a column pass), its backward, and average pooling in two separable
-passes and its backward. Every kernel takes a plane (n, c) per thread.
+passes and its backward. These kernels take a plane (n, c) per thread.
 
 Small planes (the last blocks of a network at 32x32 or 75x75: 1x1 to 16x16 maps of up to 1,700
 channels) take another path (_small_planes): a block of planes at a time, copied pixel-major
 into cache, so that each window offset is one loop across the block's planes, which vectorizes.
 Per plane, the passes above would set up a padded copy and scratch rows (about 0.2 us) for a
 few outputs: 10x slower on 1x1 to 8x8 maps, and still slower up to 16x16; from 17x17 on the
-per-plane passes win (docs/performance.md: "Pooling on small maps").
+per-plane passes win (docs/performance.md: "Small maps"). The twins are Python functions that
+choose the path, so that a run compiles only the kernels it calls.
 """
 import numpy as np
 from numba import njit, prange
@@ -23,6 +24,7 @@ BLOCK = 128         # planes per block: 256 pixels x 128 planes of float32 is 12
 
 
 def _small_planes(H, W):
+    """Whether planes of H x W pixels are pooled a block at a time (else a plane at a time)."""
     return H * W <= SMALL_PLANE
 
 
