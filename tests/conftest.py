@@ -39,7 +39,7 @@ def tiny_config(out, **overrides):
     return dataclasses.replace(train.make_config(args), **overrides)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")   # built once for the whole suite (tests/ is one package)
 def finished(tmp_path_factory):
     """A finished two-epoch tiny run, to copy, damage, export and start from (never changed)."""
     from models import train

@@ -39,9 +39,8 @@ def tracked_text_files():
             or n.startswith(".ci/")]
 
 
-# A development diary's words, and paths that exist only on the machines the library was built on
-# (pytest's scope="session" is pytest's word).
-@pytest.mark.parametrize("pattern", [r"\.\./shared", r"NN_SHARED_DATA", r'(?<!scope=")\bsessions?\b'])
+# A development diary's words, and paths that exist only on the machines the library was built on.
+@pytest.mark.parametrize("pattern", [r"\.\./shared", r"NN_SHARED_DATA", r"\bsessions?\b"])
 def test_nothing_points_outside_the_repository_or_reads_as_a_diary(pattern):
     here = ROOT / "tests" / "test_repository.py"
     hits = [f"{p.relative_to(ROOT)}:{i}" for p in tracked_text_files() if p.exists() and p != here
